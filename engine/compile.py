@@ -1,0 +1,218 @@
+"""Compile validated pipelines into node plans: what each node reads, joins and writes.
+
+A node is a step, a pipeline's input stage (only when ``spec.input`` names external
+pipelines) or a pipeline's output stage. Each reads *slots*: one slot per distinct
+(topic, producing pipeline) among its references, so that references to several tensors of
+one record are served by one arrival.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from engine.refs import Ref, parse_ref
+from engine.spec import DEFAULT_JOIN_WINDOW_MS, Batch, JoinType, Pipeline
+from engine.topics import Topics
+from engine.validate import validate
+
+DEFAULT_MAX_STEP_REVISITS = 10
+DEFAULT_BATCH_WINDOW_MS = 100
+
+
+class PipelineInvalid(ValueError):
+    """Raised with every problem found in a set of pipelines."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+@dataclass(frozen=True, slots=True)
+class Pick:
+    """Take ``tensor`` (or every tensor when None) from a slot's record, renaming via ``rename``."""
+
+    ref: Ref
+    rename: tuple[tuple[str, str], ...] = ()
+
+    def apply(self, record_tensors: tuple, out: list) -> None:
+        renames = dict(self.rename)
+        if self.ref.tensor is None:
+            out.extend(t.renamed(renames[t.name]) if t.name in renames else t for t in record_tensors)
+            return
+        for t in record_tensors:
+            if t.name == self.ref.tensor:
+                out.append(t.renamed(renames[t.name]) if t.name in renames else t)
+                return
+
+    def present(self, record_tensors: tuple) -> bool:
+        if self.ref.tensor is None:
+            return bool(record_tensors)
+        return any(t.name == self.ref.tensor for t in record_tensors)
+
+
+@dataclass(frozen=True, slots=True)
+class Slot:
+    topic: str
+    pipeline: str  # records on the topic count only when produced by this pipeline
+    origin: str  # lineage origin of those records, e.g. "s1.outputs" or "outputs"
+    input_picks: tuple[Pick, ...]
+    trigger_picks: tuple[Pick, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class NodePlan:
+    pipeline: str
+    kind: str  # "step" | "inputs" | "outputs"
+    name: str  # the step name, or "inputs"/"outputs"
+    slots: tuple[Slot, ...]
+    inputs_join: JoinType
+    triggers_join: JoinType
+    window_s: float
+    in_topic: str | None  # where a step publishes its joined inputs
+    out_topic: str
+    batch: Batch | None = None
+    allow_cycles: bool = False
+    max_revisits: int = DEFAULT_MAX_STEP_REVISITS
+
+    @property
+    def origin(self) -> str:
+        return f"{self.name}.outputs" if self.kind == "step" else self.kind
+
+    @property
+    def label(self) -> str:
+        return f"{self.pipeline}.{self.name}"
+
+
+@dataclass
+class CompiledPipelines:
+    pipelines: dict[str, Pipeline]
+    nodes: list[NodePlan]
+    topics: Topics
+    control_topics: dict[str, str] = field(default_factory=dict)
+
+    def node(self, pipeline: str, name: str) -> NodePlan:
+        for n in self.nodes:
+            if n.pipeline == pipeline and n.name == name:
+                return n
+        raise KeyError(f"{pipeline}.{name}")
+
+
+def _slot_topic(ref: Ref, topics: Topics) -> str:
+    if ref.step is None:
+        return topics.pipeline(ref.pipeline, ref.port)
+    return topics.model(ref.step, ref.port)
+
+
+def _slots(
+    pipeline: Pipeline,
+    inputs: Iterable[str],
+    triggers: Iterable[str],
+    tensor_map: dict[str, str],
+    topics: Topics,
+    external: bool,
+) -> tuple[Slot, ...]:
+    renames: dict[Ref, list[tuple[str, str]]] = {}
+    for key, new_name in tensor_map.items():
+        ref = parse_ref(key, pipeline, external=external)
+        renames.setdefault(ref.whole(), []).append((ref.tensor or "", new_name))
+    picks: dict[tuple[str, str], tuple[str, list[Pick], list[Pick]]] = {}
+    for texts, is_trigger in ((inputs, False), (triggers, True)):
+        for text in texts:
+            ref = parse_ref(text, pipeline, external=external)
+            key = (_slot_topic(ref, topics), ref.pipeline)
+            origin, input_picks, trigger_picks = picks.setdefault(key, (ref.origin, [], []))
+            pick = Pick(ref, tuple(renames.get(ref.whole(), ())))
+            (trigger_picks if is_trigger else input_picks).append(pick)
+    return tuple(
+        Slot(topic, pipe, origin, tuple(ip), tuple(tp))
+        for (topic, pipe), (origin, ip, tp) in picks.items()
+    )
+
+
+def _window_s(ms: int | None) -> float:
+    return (DEFAULT_JOIN_WINDOW_MS if ms is None else ms) / 1000.0
+
+
+def _sink_steps(pipeline: Pipeline) -> list[str]:
+    consumed = set()
+    for step in pipeline.steps:
+        for text in [*step.inputs, *step.triggers]:
+            ref = parse_ref(text, pipeline)
+            if ref.step:
+                consumed.add(ref.step)
+    return [s.name for s in pipeline.steps if s.name not in consumed]
+
+
+def compile_pipelines(pipelines: Iterable[Pipeline], topics: Topics | None = None) -> CompiledPipelines:
+    """Validate and compile; raises :class:`PipelineInvalid` listing every problem."""
+    pipelines = list(pipelines)
+    problems = validate(pipelines)
+    if problems:
+        raise PipelineInvalid(problems)
+    topics = topics or Topics()
+    nodes: list[NodePlan] = []
+    for p in pipelines:
+        own_inputs = f"{p.name}.inputs"
+        cycles = p.spec.allow_cycles
+        revisits = (
+            p.spec.max_step_revisits
+            if p.spec.max_step_revisits is not None
+            else DEFAULT_MAX_STEP_REVISITS
+        )
+        if p.input is not None:
+            nodes.append(
+                NodePlan(
+                    pipeline=p.name,
+                    kind="inputs",
+                    name="inputs",
+                    slots=_slots(p, p.input.external_inputs, p.input.external_triggers,
+                                 p.input.tensor_map, topics, external=True),
+                    inputs_join=p.input.join_type,
+                    triggers_join=p.input.triggers_join_type,
+                    window_s=_window_s(p.input.join_window_ms),
+                    in_topic=None,
+                    out_topic=topics.pipeline(p.name, "inputs"),
+                )
+            )
+        for step in p.steps:
+            nodes.append(
+                NodePlan(
+                    pipeline=p.name,
+                    kind="step",
+                    name=step.name,
+                    slots=_slots(p, step.inputs or [own_inputs], step.triggers, step.tensor_map,
+                                 topics, external=False),
+                    inputs_join=step.inputs_join_type,
+                    triggers_join=step.triggers_join_type,
+                    window_s=_window_s(step.join_window_ms),
+                    in_topic=topics.model(step.name, "inputs"),
+                    out_topic=topics.model(step.name, "outputs"),
+                    batch=step.batch,
+                    allow_cycles=cycles,
+                    max_revisits=revisits,
+                )
+            )
+        output = p.output
+        out_steps = output.steps if output and output.steps else _sink_steps(p)
+        nodes.append(
+            NodePlan(
+                pipeline=p.name,
+                kind="outputs",
+                name="outputs",
+                slots=_slots(p, out_steps, [], output.tensor_map if output else {}, topics,
+                             external=False),
+                inputs_join=output.steps_join if output else JoinType.INNER,
+                triggers_join=JoinType.INNER,
+                window_s=_window_s(output.join_window_ms if output else None),
+                in_topic=None,
+                out_topic=topics.pipeline(p.name, "outputs"),
+                allow_cycles=cycles,
+            )
+        )
+    return CompiledPipelines(
+        pipelines={p.name: p for p in pipelines},
+        nodes=nodes,
+        topics=topics,
+        control_topics={p.name: topics.control(p.name) for p in pipelines},
+    )

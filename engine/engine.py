@@ -1,0 +1,256 @@
+"""The engine: compiled pipelines + step code + a transport, and a client API on top."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from engine.compile import CompiledPipelines, NodePlan, compile_pipelines
+from engine.embedded import EmbeddedBus
+from engine.lineage import Lineage, new_request_id, new_span_id, new_trace_id, parse_traceparent
+from engine.observe import Observer
+from engine.processor import NodeProcessor, PortProcessor, StepProcessor
+from engine.record import Record
+from engine.spec import Pipeline
+from engine.steps import StepRegistry
+from engine.tensors import Tensor, TensorError, tensors_from_json
+from engine.topics import Topics
+from engine.transport import Transport
+
+
+class RequestError(ValueError):
+    """A request that cannot be sent (bad JSON tensors, unknown pipeline)."""
+
+
+@dataclass
+class InferenceResult:
+    request_id: str
+    pipeline: str
+    outputs: tuple[Tensor, ...] = ()
+    error: str | None = None
+    lineage: Lineage | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"model_name": self.pipeline, "id": self.request_id}
+        if self.error is not None:
+            out["error"] = self.error
+        else:
+            out["outputs"] = [t.to_json() for t in self.outputs]
+        if self.lineage is not None:
+            out["parameters"] = {"traceparent": self.lineage.traceparent}
+        return out
+
+
+@dataclass
+class _Route:
+    """Who receives records of one topic: (producing pipeline, expected origin) -> slots."""
+
+    slots: dict[tuple[str, str], list[tuple[NodeProcessor, int]]] = field(
+        default_factory=lambda: defaultdict(list)
+    )
+
+    def __call__(self, record: Record) -> None:
+        lin = record.lineage
+        for proc, slot in self.slots.get((lin.pipeline, lin.origin), ()):
+            proc.on_record(slot, record)
+
+
+class Engine:
+    """Runs pipelines on a transport (the embedded bus unless told otherwise).
+
+    ``steps`` maps step (or model) names to step code; ``models`` maps a step name to the
+    model name whose code it runs, when they differ.
+    """
+
+    def __init__(
+        self,
+        pipelines: Iterable[Pipeline] | CompiledPipelines,
+        steps: StepRegistry | Mapping[str, Any],
+        transport: Transport | None = None,
+        topics: Topics | None = None,
+        models: Mapping[str, str] | None = None,
+        observers: Iterable[Observer] = (),
+    ) -> None:
+        self.compiled = (
+            pipelines
+            if isinstance(pipelines, CompiledPipelines)
+            else compile_pipelines(pipelines, topics)
+        )
+        self.topics = self.compiled.topics
+        self.registry = steps if isinstance(steps, StepRegistry) else StepRegistry(steps)
+        self.models = dict(models or {})
+        self.transport: Transport = transport or EmbeddedBus()
+        self.observers = list(observers)
+        self.processors: list[NodeProcessor] = []
+        self._waiters: dict[str, list[tuple[str, asyncio.Future[InferenceResult]]]] = {}
+        self._started = False
+
+    # -- life cycle ----------------------------------------------------------------------
+    def _processor(self, plan: NodePlan) -> NodeProcessor:
+        control = self.topics.control(plan.pipeline)
+        if plan.kind == "step":
+            runnable = self.registry.resolve(plan.name, self.models.get(plan.name))
+            return StepProcessor(plan, self.transport.publish, control, self.topics.errors,
+                                 self.observers, runnable)
+        return PortProcessor(plan, self.transport.publish, control, self.topics.errors,
+                             self.observers)
+
+    async def start(self) -> None:
+        if self._started:
+            return
+        routes: dict[str, _Route] = defaultdict(_Route)
+        for plan in self.compiled.nodes:
+            proc = self._processor(plan)
+            self.processors.append(proc)
+            for i, slot in enumerate(plan.slots):
+                routes[slot.topic].slots[(slot.pipeline, slot.origin)].append((proc, i))
+                routes[self.topics.control(slot.pipeline)].slots[
+                    (slot.pipeline, slot.origin)].append((proc, i))
+        for topic, route in routes.items():
+            self.transport.subscribe(topic, route)
+        for name in self.compiled.pipelines:
+            self.transport.subscribe(self.topics.pipeline(name, "outputs"), self._on_output)
+            self.transport.subscribe(self.topics.control(name), self._on_control)
+            if self.observers:
+                for port in ("inputs", "outputs"):
+                    self.transport.subscribe(self.topics.pipeline(name, port),
+                                             self._observer_tap(name, port))
+        self.transport.subscribe(self.topics.errors, self._on_error)
+        await self.transport.start()
+        self._started = True
+
+    def _observer_tap(self, pipeline: str, port: str) -> Any:
+        def tap(record: Record) -> None:
+            if record.lineage.pipeline == pipeline:
+                for observer in self.observers:
+                    observer.on_pipeline_record(pipeline, port, record)
+        return tap
+
+    async def stop(self) -> None:
+        for proc in self.processors:
+            proc.close()
+        pending = [t for proc in self.processors for t in proc.tasks]
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+        await self.transport.stop()
+        for waiters in self._waiters.values():
+            for _, fut in waiters:
+                if not fut.done():
+                    fut.cancel()
+        self._waiters.clear()
+        self._started = False
+
+    async def __aenter__(self) -> Engine:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    # -- results -------------------------------------------------------------------------
+    def _resolve(self, request_id: str, pipeline: str | None, result: InferenceResult) -> None:
+        waiters = self._waiters.get(request_id)
+        if not waiters:
+            return
+        keep = []
+        for wanted, fut in waiters:
+            if fut.done():
+                continue
+            if pipeline is None or wanted == pipeline:
+                result.pipeline = wanted
+                fut.set_result(result)
+            else:
+                keep.append((wanted, fut))
+        if keep:
+            self._waiters[request_id] = keep
+        else:
+            del self._waiters[request_id]
+
+    def _on_output(self, record: Record) -> None:
+        lin = record.lineage
+        self._resolve(lin.request_id, lin.pipeline,
+                      InferenceResult(lin.request_id, lin.pipeline, record.tensors, lineage=lin))
+
+    def _on_error(self, record: Record) -> None:
+        lin = record.lineage
+        # An error anywhere ends every wait for this request, chained pipelines included.
+        self._resolve(lin.request_id, None,
+                      InferenceResult(lin.request_id, lin.pipeline, error=record.error,
+                                      lineage=lin))
+
+    def _on_control(self, record: Record) -> None:
+        lin = record.lineage
+        if lin.origin == "outputs" and record.error and record.error.startswith("skipped"):
+            self._resolve(lin.request_id, lin.pipeline,
+                          InferenceResult(lin.request_id, lin.pipeline, lineage=lin))
+
+    # -- client API ----------------------------------------------------------------------
+    def make_request(
+        self,
+        pipeline: str,
+        request: Mapping[str, Any] | Iterable[Tensor],
+        request_id: str | None = None,
+        traceparent: str | None = None,
+    ) -> Record:
+        """Turn OIP JSON (``{"id"?, "inputs": [...], "parameters"?}``) or tensors into the
+        record that enters ``pipeline``."""
+        if pipeline not in self.compiled.pipelines:
+            raise RequestError(f"unknown pipeline {pipeline!r} "
+                               f"(loaded: {', '.join(self.compiled.pipelines)})")
+        if isinstance(request, Mapping):
+            try:
+                tensors = tensors_from_json(request.get("inputs"))
+            except TensorError as exc:
+                raise RequestError(f"request to {pipeline!r}: {exc}") from None
+            request_id = request_id or request.get("id")
+            params = request.get("parameters") or {}
+            traceparent = traceparent or params.get("traceparent")
+        else:
+            tensors = tuple(request)
+        if traceparent:
+            try:
+                trace_id, parent_span = parse_traceparent(traceparent)
+            except ValueError as exc:
+                raise RequestError(str(exc)) from None
+        else:
+            trace_id, parent_span = new_trace_id(), new_span_id()
+        lineage = Lineage(str(request_id or new_request_id()), trace_id, parent_span, pipeline,
+                          "inputs")
+        return Record(lineage, tensors)
+
+    def submit(self, record: Record) -> None:
+        """Send a request record into its pipeline without waiting for a result."""
+        self.transport.publish(self.topics.pipeline(record.lineage.pipeline, "inputs"), record)
+
+    async def infer(
+        self,
+        pipeline: str,
+        request: Mapping[str, Any] | Iterable[Tensor],
+        *,
+        result_of: str | None = None,
+        request_id: str | None = None,
+        traceparent: str | None = None,
+        timeout: float | None = 120.0,
+    ) -> InferenceResult:
+        """Send one request and wait for the output of ``result_of`` (default: ``pipeline``),
+        or for the first error record of the request."""
+        if not self._started:
+            await self.start()
+        record = self.make_request(pipeline, request, request_id, traceparent)
+        future = self.expect(record.lineage.request_id, result_of or pipeline)
+        self.submit(record)
+        return await asyncio.wait_for(future, timeout)
+
+    def expect(self, request_id: str, pipeline: str) -> asyncio.Future[InferenceResult]:
+        """A future for the result of ``pipeline`` for ``request_id`` (register before sending)."""
+        future: asyncio.Future[InferenceResult] = asyncio.get_running_loop().create_future()
+        self._waiters.setdefault(request_id, []).append((pipeline, future))
+        return future

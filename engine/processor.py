@@ -1,0 +1,262 @@
+"""Node processors: the step logic that every transport shares.
+
+A processor receives records (and absence notices) for its slots, joins them, and acts:
+a step publishes its joined inputs on ``model.<step>.inputs``, runs its code and publishes
+``model.<step>.outputs``; a pipeline's input stage publishes ``pipeline.<p>.inputs``; its
+output stage publishes ``pipeline.<p>.outputs``. Transports only move the records.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from engine.batch import Batcher
+from engine.compile import NodePlan
+from engine.join import FIRE, SKIP, JoinTable, Key, Outcome, decide
+from engine.lineage import Lineage, new_span_id
+from engine.observe import Observer, StepEvent
+from engine.record import Record
+from engine.steps import RunnableStep
+from engine.tensors import Tensor
+
+Publish = Callable[[str, Record], None]
+
+
+class NodeProcessor:
+    """Joins a node's inputs per request and generation; subclasses say what firing means."""
+
+    def __init__(
+        self,
+        plan: NodePlan,
+        publish: Publish,
+        control_topic: str,
+        errors_topic: str,
+        observers: list[Observer],
+    ) -> None:
+        self.plan = plan
+        self.publish = publish
+        self.control_topic = control_topic
+        self.errors_topic = errors_topic
+        self.observers = observers
+        self.single = len(plan.slots) == 1 and not plan.slots[0].trigger_picks
+        self.table = JoinTable(plan)
+        self._timer: asyncio.TimerHandle | None = None
+        self.tasks: set[asyncio.Task[Any]] = set()
+
+    # -- arrival -------------------------------------------------------------------------
+    def generation(self, lineage: Lineage) -> int:
+        visits = lineage.visits
+        return visits.get(self.plan.name, 0) if visits else 0
+
+    def on_record(self, slot: int, record: Record) -> None:
+        """A data record or absence notice for ``slot`` (already filtered by pipeline)."""
+        key = (record.lineage.request_id, self.generation(record.lineage))
+        if self.single:
+            now = time.time()
+            outcome = decide(self.plan, [record])
+            assert outcome is not None
+            outcome.arrived_s = now
+            self.act(key, outcome, record)
+            return
+        outcome = self.table.offer(key, slot, record, time.time())
+        if outcome is not None:
+            self.act(key, outcome, record)
+        elif self._timer is None and len(self.table):
+            self._arm()
+
+    def _arm(self) -> None:
+        deadline = self.table.next_deadline()
+        if deadline is None:
+            self._timer = None
+            return
+        loop = asyncio.get_running_loop()
+        self._timer = loop.call_later(max(0.0, deadline - time.time()), self._expire)
+
+    def _expire(self) -> None:
+        self._timer = None
+        for key, outcome, arrivals in self.table.expire(time.time()):
+            example = next(a for a in arrivals if a is not None)
+            self.act(key, outcome, example)
+        self._arm()
+
+    # -- decisions -----------------------------------------------------------------------
+    def act(self, key: Key, outcome: Outcome, example: Record) -> None:
+        if outcome.kind == FIRE:
+            self.fire(key, outcome, example)
+        elif outcome.kind == SKIP:
+            self.absent(key, example, "skipped", outcome.reason)
+        else:
+            self.fail(key, example, outcome.reason, status="timeout")
+
+    def out_lineage(self, key: Key, example: Record, origin: str, span_id: str,
+                    parents: tuple[str, ...]) -> Lineage:
+        return example.lineage.child(self.plan.pipeline, origin, span_id, parents, key[1],
+                                     _merged_visits(self.plan, ()))
+
+    def absent(self, key: Key, example: Record, status: str, reason: str) -> None:
+        lineage = self.out_lineage(key, example, self.plan.origin, example.lineage.span_id, ())
+        self.publish(self.control_topic, Record(lineage, kind="absent", error=f"{status}: {reason}"))
+        if self.observers and self.plan.kind == "step":
+            self.notify(StepEvent(self.plan.pipeline, self.plan.name, status, lineage,
+                                  (example.lineage.span_id,), error=reason))
+
+    def fail(self, key: Key, example: Record, message: str, status: str = "error",
+             lineage: Lineage | None = None, inputs: tuple[Tensor, ...] = (),
+             times: tuple[int, int, int] = (0, 0, 0), batch_size: int = 1,
+             parent_spans: tuple[str, ...] = ()) -> None:
+        """Error record on the errors topic, and an absence notice so joins downstream end."""
+        plan = self.plan
+        text = (f"{'step ' + repr(plan.name) if plan.kind == 'step' else plan.kind} of pipeline "
+                f"{plan.pipeline!r}: {message}")
+        base = lineage or self.out_lineage(key, example, plan.origin, new_span_id(),
+                                           (example.lineage.record_id,))
+        err_lineage = base.child(plan.pipeline, f"{plan.name}.errors", base.span_id,
+                                 base.parents, key[1])
+        self.publish(self.errors_topic, Record(err_lineage, kind="error", error=text))
+        notice = base.child(plan.pipeline, plan.origin, base.span_id, base.parents, key[1])
+        self.publish(self.control_topic, Record(notice, kind="absent", error=f"error: {text}"))
+        if self.observers and plan.kind == "step":
+            self.notify(StepEvent(plan.pipeline, plan.name, status, base,
+                                  parent_spans or (example.lineage.span_id,), inputs=inputs,
+                                  received_ns=times[0], started_ns=times[1], finished_ns=times[2],
+                                  batch_size=batch_size, error=text))
+
+    def notify(self, event: StepEvent) -> None:
+        for observer in self.observers:
+            observer.on_step(event)
+
+    def fire(self, key: Key, outcome: Outcome, example: Record) -> None:
+        raise NotImplementedError
+
+    def track(self, task: asyncio.Task[Any]) -> None:
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    def close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+
+def _merged_visits(plan: NodePlan, records: tuple[Record, ...], bump: bool = False
+                   ) -> dict[str, int] | None:
+    if not plan.allow_cycles:
+        return None
+    merged: dict[str, int] = {}
+    for r in records:
+        for k, v in (r.lineage.visits or {}).items():
+            if v > merged.get(k, 0):
+                merged[k] = v
+    if bump:
+        merged[plan.name] = merged.get(plan.name, 0) + 1
+    return merged
+
+
+class PortProcessor(NodeProcessor):
+    """A pipeline's input stage (external inputs) or output stage: joins and republishes."""
+
+    def fire(self, key: Key, outcome: Outcome, example: Record) -> None:
+        parents = tuple(r.lineage.record_id for r in outcome.records)
+        lineage = example.lineage.child(self.plan.pipeline, self.plan.kind, new_span_id(),
+                                        parents, key[1], _merged_visits(self.plan, outcome.records))
+        self.publish(self.plan.out_topic, Record(lineage, outcome.tensors))
+
+
+class Run:
+    """One request's pass through a step: what it consumed and when it arrived."""
+
+    __slots__ = ("key", "inputs_record", "example", "parent_spans", "received_ns")
+
+    def __init__(self, key: Key, inputs_record: Record, example: Record,
+                 parent_spans: tuple[str, ...], received_ns: int) -> None:
+        self.key = key
+        self.inputs_record = inputs_record
+        self.example = example
+        self.parent_spans = parent_spans
+        self.received_ns = received_ns
+
+
+class StepProcessor(NodeProcessor):
+    """Runs a step's code on its joined inputs; errors never stop other requests."""
+
+    def __init__(self, plan: NodePlan, publish: Publish, control_topic: str, errors_topic: str,
+                 observers: list[Observer], runnable: RunnableStep) -> None:
+        super().__init__(plan, publish, control_topic, errors_topic, observers)
+        self.runnable = runnable
+        self.batcher = Batcher(self) if plan.batch and plan.batch.size else None
+
+    def fire(self, key: Key, outcome: Outcome, example: Record) -> None:
+        plan = self.plan
+        span_id = new_span_id()
+        parents = tuple(r.lineage.record_id for r in outcome.records)
+        visits = _merged_visits(plan, outcome.records)
+        in_lineage = example.lineage.child(plan.pipeline, f"{plan.name}.inputs", span_id,
+                                           parents, key[1], visits)
+        if key[1] > plan.max_revisits:
+            self.fail(key, example, f"exceeded maxStepRevisits={plan.max_revisits} "
+                      f"(revisit {key[1]})", lineage=in_lineage)
+            return
+        inputs_record = Record(in_lineage, outcome.tensors)
+        self.publish(plan.in_topic or "", inputs_record)
+        if self.observers:
+            run = Run(key, inputs_record, example,
+                      tuple(r.lineage.span_id for r in outcome.records),
+                      int(outcome.arrived_s * 1e9))
+        else:
+            run = Run(key, inputs_record, example, (), 0)
+        if self.batcher is not None:
+            self.batcher.add(run)
+            return
+        inputs = {t.name: t.data for t in outcome.tensors}
+        if self.runnable.inline:
+            started = time.time_ns() if self.observers else 0
+            try:
+                outputs = self.runnable.run_sync(inputs)
+            except Exception as exc:  # noqa: BLE001 - a failing step must not stop the engine
+                self.step_failed(run, exc, started)
+                return
+            self.succeed(run, outputs, started)
+            return
+        self.track(asyncio.get_running_loop().create_task(self._run_async(run, inputs)))
+
+    async def _run_async(self, run: Run, inputs: dict[str, np.ndarray]) -> None:
+        started = time.time_ns() if self.observers else 0
+        try:
+            outputs = await self.runnable.run(inputs)
+        except Exception as exc:  # noqa: BLE001
+            self.step_failed(run, exc, started)
+            return
+        self.succeed(run, outputs, started)
+
+    def step_failed(self, run: Run, exc: BaseException, started_ns: int,
+                    batch_size: int = 1) -> None:
+        if isinstance(exc, TimeoutError):
+            message = f"timed out after {self.runnable.timeout_s} s"
+        else:
+            message = f"{type(exc).__name__}: {exc}"
+        finished = time.time_ns() if self.observers else 0
+        self.fail(run.key, run.example, message, lineage=self.output_lineage(run),
+                  inputs=run.inputs_record.tensors,
+                  times=(run.received_ns, started_ns, finished), batch_size=batch_size,
+                  parent_spans=run.parent_spans)
+
+    def output_lineage(self, run: Run) -> Lineage:
+        lin = run.inputs_record.lineage
+        return lin.child(self.plan.pipeline, self.plan.origin, lin.span_id, (lin.record_id,),
+                         run.key[1], _merged_visits(self.plan, (run.inputs_record,), bump=True))
+
+    def succeed(self, run: Run, outputs: tuple[Tensor, ...], started_ns: int,
+                batch_size: int = 1) -> None:
+        lineage = self.output_lineage(run)
+        self.publish(self.plan.out_topic, Record(lineage, outputs))
+        if self.observers:
+            self.notify(StepEvent(self.plan.pipeline, self.plan.name, "ok", lineage,
+                                  run.parent_spans, inputs=run.inputs_record.tensors,
+                                  outputs=outputs, received_ns=run.received_ns,
+                                  started_ns=started_ns, finished_ns=time.time_ns(),
+                                  batch_size=batch_size))

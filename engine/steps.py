@@ -1,0 +1,165 @@
+"""The step (model) interface and how step code is found.
+
+A step is any of:
+
+- a function ``f(inputs: dict[str, np.ndarray]) -> Mapping[str, array-like | Tensor]``;
+- an ``async def`` function of the same shape;
+- a class whose instances have such a ``predict`` method (or are callable); it is
+  instantiated once, with no arguments, and ``load()`` is called if it exists.
+
+A step returns only the tensors it produces: returning a subset is how a router routes
+(tensors it does not return are absent downstream). A step may set ``timeout_s`` (attribute
+on the function or class); async steps always honour it, sync steps with a timeout run in a
+worker thread so the engine can stop waiting for them.
+
+Step code lives in a module: either a ``STEPS`` dict mapping names to steps, or module-level
+functions/classes named like the steps. A pipeline step's name is the model it runs unless a
+mapping (``models``) says otherwise.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import importlib.util
+import inspect
+import sys
+from collections.abc import Awaitable, Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from engine.tensors import Tensor, TensorError
+
+StepCallable = Callable[[dict[str, np.ndarray]], Any]
+
+
+class StepNotFound(LookupError):
+    pass
+
+
+class MalformedOutput(TensorError):
+    """A step returned something that is not a mapping of tensors."""
+
+
+class RunnableStep:
+    """A step ready to run: sync or async, with an optional timeout."""
+
+    __slots__ = ("name", "fn", "is_async", "timeout_s")
+
+    def __init__(self, name: str, fn: StepCallable, is_async: bool, timeout_s: float | None):
+        self.name = name
+        self.fn = fn
+        self.is_async = is_async
+        self.timeout_s = timeout_s
+
+    @property
+    def inline(self) -> bool:
+        """True when the step can run synchronously on the delivering thread."""
+        return not self.is_async and self.timeout_s is None
+
+    def run_sync(self, inputs: dict[str, np.ndarray]) -> tuple[Tensor, ...]:
+        return to_tensors(self.fn(inputs), self.name)
+
+    async def run(self, inputs: dict[str, np.ndarray]) -> tuple[Tensor, ...]:
+        if self.is_async:
+            result: Any = self.fn(inputs)
+            if self.timeout_s is not None:
+                result = await asyncio.wait_for(result, self.timeout_s)
+            else:
+                result = await result
+            return to_tensors(result, self.name)
+        if self.timeout_s is None:
+            return self.run_sync(inputs)
+        loop = asyncio.get_running_loop()
+        future: Awaitable[Any] = loop.run_in_executor(None, self.fn, inputs)
+        return to_tensors(await asyncio.wait_for(future, self.timeout_s), self.name)
+
+
+def to_tensors(result: Any, step: str) -> tuple[Tensor, ...]:
+    if result is None:
+        return ()
+    if not isinstance(result, Mapping):
+        raise MalformedOutput(
+            f"step {step!r} returned {type(result).__name__}, expected a mapping of tensors"
+        )
+    out = []
+    for name, value in result.items():
+        if not isinstance(name, str):
+            raise MalformedOutput(f"step {step!r} returned a tensor name that is not a string")
+        try:
+            out.append(Tensor.from_array(name, value))
+        except (TensorError, ValueError, TypeError) as exc:
+            raise MalformedOutput(f"step {step!r} returned malformed tensor {name!r}: {exc}") from None
+    return tuple(out)
+
+
+def make_runnable(name: str, obj: Any) -> RunnableStep:
+    """Wrap a step function, instance or class."""
+    timeout = getattr(obj, "timeout_s", None)
+    if inspect.isclass(obj):
+        obj = obj()
+        if callable(getattr(obj, "load", None)):
+            obj.load()
+    fn = getattr(obj, "predict", None) if not inspect.isroutine(obj) else None
+    fn = fn or obj
+    if not callable(fn):
+        raise TypeError(f"step {name!r}: {obj!r} is neither callable nor has predict()")
+    is_async = inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(
+        type(fn).__call__
+    )
+    return RunnableStep(name, fn, is_async, timeout)
+
+
+def import_module(spec: str) -> Any:
+    """Import ``pkg.module`` or a ``path/to/file.py``."""
+    if spec.endswith(".py") or "/" in spec:
+        path = Path(spec).resolve()
+        if not path.exists():
+            raise StepNotFound(f"step module file not found: {spec}")
+        mod_name = f"flowcause_steps_{path.stem}_{abs(hash(str(path)))}"
+        module_spec = importlib.util.spec_from_file_location(mod_name, path)
+        assert module_spec and module_spec.loader
+        module = importlib.util.module_from_spec(module_spec)
+        sys.modules[mod_name] = module
+        module_spec.loader.exec_module(module)
+        return module
+    try:
+        return importlib.import_module(spec)
+    except ModuleNotFoundError as exc:
+        raise StepNotFound(f"cannot import step module {spec!r}: {exc}") from None
+
+
+class StepRegistry:
+    """Maps step names (or model names) to step code."""
+
+    def __init__(self, steps: Mapping[str, Any] | None = None) -> None:
+        self._steps: dict[str, Any] = dict(steps or {})
+
+    @classmethod
+    def from_module(cls, module: str | Any) -> StepRegistry:
+        mod = import_module(module) if isinstance(module, str) else module
+        table = getattr(mod, "STEPS", None)
+        if table is None:
+            table = {
+                k: v
+                for k, v in vars(mod).items()
+                if not k.startswith("_")
+                and callable(v)
+                and getattr(v, "__module__", None) == mod.__name__
+            }
+        return cls(table)
+
+    def update(self, other: Mapping[str, Any]) -> None:
+        self._steps.update(other)
+
+    def names(self) -> list[str]:
+        return sorted(self._steps)
+
+    def resolve(self, step: str, model: str | None = None) -> RunnableStep:
+        key = model or step
+        if key not in self._steps:
+            known = ", ".join(self.names()) or "none"
+            raise StepNotFound(f"no step code for {key!r} (known: {known})")
+        return make_runnable(step, self._steps[key])

@@ -1,0 +1,141 @@
+"""Rules a pipeline must satisfy before it runs; each problem names pipeline, step, reference
+and (when the YAML gives it) file and line."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import networkx as nx
+
+from engine.refs import Ref, RefError, parse_ref
+from engine.spec import Pipeline
+
+
+def _resolve(
+    pipeline: Pipeline, text: object, external: bool, where: str, owner: str
+) -> tuple[Ref | None, str | None]:
+    """A parsed reference, or the problem with it."""
+    if not isinstance(text, str) or not text.strip():
+        return None, f"{where}: {owner}: empty reference"
+    try:
+        ref = parse_ref(text, pipeline, external=external)
+    except RefError as exc:
+        return None, f"{where}: {owner}: {exc}"
+    own = ref.pipeline == pipeline.name
+    if own and ref.step is not None and ref.step not in {s.name for s in pipeline.steps}:
+        return None, f"{where}: {owner}: reference {text!r} names a step that does not exist"
+    if not external and not own:
+        return None, f"{where}: {owner}: reference {text!r} leaves the pipeline"
+    return ref, None
+
+
+def pipeline_problems(pipeline: Pipeline) -> list[str]:
+    """Every rule the pipeline breaks, as readable messages (empty when it is valid)."""
+    p = pipeline
+    problems: list[str] = []
+    head = f"pipeline {p.name!r}"
+    if not p.steps:
+        problems.append(f"{p.where('spec')}: {head}: has no steps")
+    seen: set[str] = set()
+    deps = nx.DiGraph()
+    for i, step in enumerate(p.steps):
+        owner = f"{head}: step {step.name!r}"
+        if step.name == p.name:
+            problems.append(f"{p.where('spec', 'steps', i, 'name')}: {owner}: named like the pipeline")
+        if step.name in seen:
+            problems.append(f"{p.where('spec', 'steps', i, 'name')}: {owner}: two steps with the same name")
+        seen.add(step.name)
+        deps.add_node(step.name)
+        input_steps: set[str] = set()
+        for field, refs in (("inputs", step.inputs), ("triggers", step.triggers)):
+            for j, text in enumerate(refs):
+                where = p.where("spec", "steps", i, field, j)
+                ref, problem = _resolve(p, text, False, where, f"{owner}: {field[:-1]} {text!r}")
+                if problem:
+                    problems.append(problem)
+                    continue
+                assert ref is not None
+                if ref.step is not None:
+                    deps.add_edge(ref.step, step.name)
+                    if field == "inputs":
+                        input_steps.add(ref.step)
+                    elif ref.step in input_steps:
+                        problems.append(
+                            f"{where}: {owner}: trigger {text!r}: step {ref.step!r} is both in "
+                            "inputs and in triggers"
+                        )
+        problems += _tensor_map_problems(p, step.tensor_map, [*step.inputs, *step.triggers],
+                                         p.where("spec", "steps", i, "tensorMap"), owner, False)
+    if p.input is not None:
+        owner = f"{head}: spec.input"
+        if not p.input.external_inputs:
+            problems.append(f"{p.where('spec', 'input')}: {owner}: externalInputs is empty")
+        for field, refs in (
+            ("externalInputs", p.input.external_inputs),
+            ("externalTriggers", p.input.external_triggers),
+        ):
+            for j, text in enumerate(refs):
+                where = p.where("spec", "input", field, j)
+                _, problem = _resolve(p, text, True, where, f"{owner}: {field} {text!r}")
+                if problem:
+                    problems.append(problem)
+        problems += _tensor_map_problems(
+            p, p.input.tensor_map, [*p.input.external_inputs, *p.input.external_triggers],
+            p.where("spec", "input", "tensorMap"), owner, True)
+    if p.output is not None:
+        for j, name in enumerate(p.output.steps):
+            if name not in {s.name for s in p.steps}:
+                problems.append(
+                    f"{p.where('spec', 'output', 'steps', j)}: {head}: output step {name!r} "
+                    "names a step that does not exist"
+                )
+    if not p.spec.allow_cycles:
+        try:
+            cycle = nx.find_cycle(deps)
+        except nx.NetworkXNoCycle:
+            cycle = None
+        if cycle:
+            path = " -> ".join([*(u for u, _ in cycle), cycle[0][0]])
+            problems.append(
+                f"{p.where('spec', 'steps')}: {head}: has a cycle ({path}); set allowCycles: true "
+                "to allow it"
+            )
+    return problems
+
+
+def _tensor_map_problems(
+    p: Pipeline, tensor_map: dict[str, str], refs: list[str], where: str, owner: str,
+    external: bool,
+) -> list[str]:
+    problems = []
+    wholes = set()
+    for text in refs:
+        try:
+            wholes.add(parse_ref(text, p, external=external).whole())
+        except RefError:
+            continue  # reported by the reference checks
+    for key, new_name in tensor_map.items():
+        try:
+            ref = parse_ref(key, p, external=external)
+        except RefError as exc:
+            problems.append(f"{where}: {owner}: tensorMap key {key!r}: {exc}")
+            continue
+        if ref.tensor is None:
+            problems.append(f"{where}: {owner}: tensorMap key {key!r} must name a tensor")
+        elif ref.whole() not in wholes:
+            problems.append(f"{where}: {owner}: tensorMap key {key!r} is not among its inputs")
+        if not new_name:
+            problems.append(f"{where}: {owner}: tensorMap {key!r} maps to an empty name")
+    return problems
+
+
+def validate(pipelines: Iterable[Pipeline]) -> list[str]:
+    """Problems of each pipeline, plus names used twice across them."""
+    problems: list[str] = []
+    names: set[str] = set()
+    for p in pipelines:
+        if p.name in names:
+            problems.append(f"{p.where('metadata', 'name')}: pipeline {p.name!r} is defined twice")
+        names.add(p.name)
+        problems += pipeline_problems(p)
+    return problems
