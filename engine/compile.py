@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 from engine.refs import Ref, parse_ref
 from engine.spec import DEFAULT_JOIN_WINDOW_MS, Batch, JoinType, Pipeline
+from engine.tensors import Tensor
 from engine.topics import Topics
 from engine.validate import validate
 
@@ -28,27 +29,34 @@ class PipelineInvalid(ValueError):
         self.problems = problems
 
 
-@dataclass(frozen=True, slots=True)
 class Pick:
     """Take ``tensor`` (or every tensor when None) from a slot's record, renaming via ``rename``."""
 
-    ref: Ref
-    rename: tuple[tuple[str, str], ...] = ()
+    __slots__ = ("ref", "tensor", "renames")
 
-    def apply(self, record_tensors: tuple, out: list) -> None:
-        renames = dict(self.rename)
-        if self.ref.tensor is None:
-            out.extend(t.renamed(renames[t.name]) if t.name in renames else t for t in record_tensors)
+    def __init__(self, ref: Ref, rename: tuple[tuple[str, str], ...] = ()) -> None:
+        self.ref = ref
+        self.tensor = ref.tensor
+        self.renames = dict(rename)
+
+    def apply(self, record_tensors: tuple[Tensor, ...], out: list[Tensor]) -> None:
+        renames = self.renames
+        if self.tensor is None:
+            if renames:
+                out.extend(t.renamed(renames[t.name]) if t.name in renames else t
+                           for t in record_tensors)
+            else:
+                out.extend(record_tensors)
             return
         for t in record_tensors:
-            if t.name == self.ref.tensor:
+            if t.name == self.tensor:
                 out.append(t.renamed(renames[t.name]) if t.name in renames else t)
                 return
 
-    def present(self, record_tensors: tuple) -> bool:
-        if self.ref.tensor is None:
+    def present(self, record_tensors: tuple[Tensor, ...]) -> bool:
+        if self.tensor is None:
             return bool(record_tensors)
-        return any(t.name == self.ref.tensor for t in record_tensors)
+        return any(t.name == self.tensor for t in record_tensors)
 
 
 @dataclass(frozen=True, slots=True)

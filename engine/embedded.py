@@ -35,6 +35,9 @@ class EmbeddedBus:
     def subscribe(self, topic: str, handler: Handler) -> None:
         self._subscribers[topic].append(handler)
 
+    def wants(self, topic: str) -> bool:
+        return bool(self._taps) or topic in self._subscribers
+
     def tap(self, callback: Tap) -> None:
         """See every record published on any topic (tests, debugging)."""
         self._taps.append(callback)

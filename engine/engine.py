@@ -98,7 +98,7 @@ class Engine:
         if plan.kind == "step":
             runnable = self.registry.resolve(plan.name, self.models.get(plan.name))
             return StepProcessor(plan, self.transport.publish, control, self.topics.errors,
-                                 self.observers, runnable)
+                                 self.observers, runnable, self.transport.wants)
         return PortProcessor(plan, self.transport.publish, control, self.topics.errors,
                              self.observers)
 

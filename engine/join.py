@@ -105,7 +105,7 @@ def decide(plan: NodePlan, arrivals: list[Record | None], closing: bool = False)
     trig = _trigger_status(plan, arrivals, closing)
     inputs, only = _inputs_status(plan, arrivals, closing)
     if SKIP in (trig, inputs):
-        return Outcome(SKIP, reason=_absence_reason(arrivals))
+        return Outcome(SKIP, reason=absence_reason(arrivals))
     if TIMEOUT in (trig, inputs):
         missing = [plan.slots[i].origin for i, a in enumerate(arrivals) if a is None]
         return Outcome(TIMEOUT, reason=f"join window closed waiting for {', '.join(missing)}")
@@ -121,7 +121,7 @@ def decide(plan: NodePlan, arrivals: list[Record | None], closing: bool = False)
     return Outcome(FIRE, tuple(tensors), used)
 
 
-def _absence_reason(arrivals: list[Record | None]) -> str:
+def absence_reason(arrivals: list[Record | None]) -> str:
     for a in arrivals:
         if a is not None and a.kind == "absent" and a.error and a.error.startswith("error"):
             return f"upstream {a.lineage.origin} failed"

@@ -17,7 +17,7 @@ import numpy as np
 
 from engine.batch import Batcher
 from engine.compile import NodePlan
-from engine.join import FIRE, SKIP, JoinTable, Key, Outcome, decide
+from engine.join import FIRE, SKIP, JoinTable, Key, Outcome, absence_reason
 from engine.lineage import Lineage, new_span_id
 from engine.observe import Observer, StepEvent
 from engine.record import Record
@@ -44,24 +44,28 @@ class NodeProcessor:
         self.errors_topic = errors_topic
         self.observers = observers
         self.single = len(plan.slots) == 1 and not plan.slots[0].trigger_picks
+        self.picks = plan.slots[0].input_picks if self.single else ()
         self.table = JoinTable(plan)
         self._timer: asyncio.TimerHandle | None = None
         self.tasks: set[asyncio.Task[Any]] = set()
 
     # -- arrival -------------------------------------------------------------------------
-    def generation(self, lineage: Lineage) -> int:
-        visits = lineage.visits
-        return visits.get(self.plan.name, 0) if visits else 0
-
     def on_record(self, slot: int, record: Record) -> None:
         """A data record or absence notice for ``slot`` (already filtered by pipeline)."""
-        key = (record.lineage.request_id, self.generation(record.lineage))
-        if self.single:
-            now = time.time()
-            outcome = decide(self.plan, [record])
-            assert outcome is not None
-            outcome.arrived_s = now
-            self.act(key, outcome, record)
+        lineage = record.lineage
+        key = (lineage.request_id, lineage.visits.get(self.plan.name, 0) if lineage.visits else 0)
+        if self.single:  # one slot, no triggers: no join state at all
+            if record.kind != "data":
+                self.absent(key, record, "skipped", absence_reason([record]))
+                return
+            tensors: list[Tensor] = []
+            for pick in self.picks:
+                pick.apply(record.tensors, tensors)
+            if tensors:
+                self.fire(key, tuple(tensors), (record,), record,
+                          time.time() if self.observers else 0.0)
+            else:
+                self.absent(key, record, "skipped", "projected inputs are empty")
             return
         outcome = self.table.offer(key, slot, record, time.time())
         if outcome is not None:
@@ -87,7 +91,7 @@ class NodeProcessor:
     # -- decisions -----------------------------------------------------------------------
     def act(self, key: Key, outcome: Outcome, example: Record) -> None:
         if outcome.kind == FIRE:
-            self.fire(key, outcome, example)
+            self.fire(key, outcome.tensors, outcome.records, example, outcome.arrived_s)
         elif outcome.kind == SKIP:
             self.absent(key, example, "skipped", outcome.reason)
         else:
@@ -130,7 +134,8 @@ class NodeProcessor:
         for observer in self.observers:
             observer.on_step(event)
 
-    def fire(self, key: Key, outcome: Outcome, example: Record) -> None:
+    def fire(self, key: Key, tensors: tuple[Tensor, ...], records: tuple[Record, ...],
+             example: Record, arrived_s: float) -> None:
         raise NotImplementedError
 
     def track(self, task: asyncio.Task[Any]) -> None:
@@ -160,11 +165,13 @@ def _merged_visits(plan: NodePlan, records: tuple[Record, ...], bump: bool = Fal
 class PortProcessor(NodeProcessor):
     """A pipeline's input stage (external inputs) or output stage: joins and republishes."""
 
-    def fire(self, key: Key, outcome: Outcome, example: Record) -> None:
-        parents = tuple(r.lineage.record_id for r in outcome.records)
+    def fire(self, key: Key, tensors: tuple[Tensor, ...], records: tuple[Record, ...],
+             example: Record, arrived_s: float) -> None:
+        parents = tuple([r.lineage.record_id for r in records])
+        visits = _merged_visits(self.plan, records) if self.plan.allow_cycles else None
         lineage = example.lineage.child(self.plan.pipeline, self.plan.kind, new_span_id(),
-                                        parents, key[1], _merged_visits(self.plan, outcome.records))
-        self.publish(self.plan.out_topic, Record(lineage, outcome.tensors))
+                                        parents, key[1], visits)
+        self.publish(self.plan.out_topic, Record(lineage, tensors))
 
 
 class Run:
@@ -185,34 +192,39 @@ class StepProcessor(NodeProcessor):
     """Runs a step's code on its joined inputs; errors never stop other requests."""
 
     def __init__(self, plan: NodePlan, publish: Publish, control_topic: str, errors_topic: str,
-                 observers: list[Observer], runnable: RunnableStep) -> None:
+                 observers: list[Observer], runnable: RunnableStep,
+                 wants: Callable[[str], bool]) -> None:
         super().__init__(plan, publish, control_topic, errors_topic, observers)
         self.runnable = runnable
+        self.origin = plan.origin
+        self.in_topic = plan.in_topic or ""
+        self.wants = wants
         self.batcher = Batcher(self) if plan.batch and plan.batch.size else None
 
-    def fire(self, key: Key, outcome: Outcome, example: Record) -> None:
+    def fire(self, key: Key, tensors: tuple[Tensor, ...], records: tuple[Record, ...],
+             example: Record, arrived_s: float) -> None:
         plan = self.plan
         span_id = new_span_id()
-        parents = tuple(r.lineage.record_id for r in outcome.records)
-        visits = _merged_visits(plan, outcome.records)
+        parents = tuple([r.lineage.record_id for r in records])
+        visits = _merged_visits(plan, records) if plan.allow_cycles else None
         in_lineage = example.lineage.child(plan.pipeline, f"{plan.name}.inputs", span_id,
                                            parents, key[1], visits)
         if key[1] > plan.max_revisits:
             self.fail(key, example, f"exceeded maxStepRevisits={plan.max_revisits} "
                       f"(revisit {key[1]})", lineage=in_lineage)
             return
-        inputs_record = Record(in_lineage, outcome.tensors)
-        self.publish(plan.in_topic or "", inputs_record)
+        inputs_record = Record(in_lineage, tensors)
+        if self.wants(self.in_topic):
+            self.publish(self.in_topic, inputs_record)
         if self.observers:
-            run = Run(key, inputs_record, example,
-                      tuple(r.lineage.span_id for r in outcome.records),
-                      int(outcome.arrived_s * 1e9))
+            run = Run(key, inputs_record, example, tuple([r.lineage.span_id for r in records]),
+                      int(arrived_s * 1e9))
         else:
             run = Run(key, inputs_record, example, (), 0)
         if self.batcher is not None:
             self.batcher.add(run)
             return
-        inputs = {t.name: t.data for t in outcome.tensors}
+        inputs = {t.name: t.data for t in tensors}
         if self.runnable.inline:
             started = time.time_ns() if self.observers else 0
             try:
@@ -247,8 +259,10 @@ class StepProcessor(NodeProcessor):
 
     def output_lineage(self, run: Run) -> Lineage:
         lin = run.inputs_record.lineage
-        return lin.child(self.plan.pipeline, self.plan.origin, lin.span_id, (lin.record_id,),
-                         run.key[1], _merged_visits(self.plan, (run.inputs_record,), bump=True))
+        visits = (_merged_visits(self.plan, (run.inputs_record,), bump=True)
+                  if self.plan.allow_cycles else None)
+        return lin.child(self.plan.pipeline, self.origin, lin.span_id, (lin.record_id,),
+                         run.key[1], visits)
 
     def succeed(self, run: Run, outputs: tuple[Tensor, ...], started_ns: int,
                 batch_size: int = 1) -> None:

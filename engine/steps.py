@@ -80,7 +80,7 @@ class RunnableStep:
 def to_tensors(result: Any, step: str) -> tuple[Tensor, ...]:
     if result is None:
         return ()
-    if not isinstance(result, Mapping):
+    if type(result) is not dict and not isinstance(result, Mapping):
         raise MalformedOutput(
             f"step {step!r} returned {type(result).__name__}, expected a mapping of tensors"
         )

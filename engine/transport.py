@@ -25,6 +25,12 @@ class Transport(Protocol):
 
     def subscribe(self, topic: str, handler: Handler) -> None: ...
 
+    def wants(self, topic: str) -> bool:
+        """False when a record on ``topic`` would reach nobody, so it need not be built.
+
+        Kafka always answers True (consumers outside this process may read any topic)."""
+        ...
+
     async def drain(self) -> None:
         """Wait until everything published so far has been delivered."""
         ...

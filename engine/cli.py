@@ -1,0 +1,118 @@
+"""The ``flowcause`` command line. Sub-commands of other packages register themselves here."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from engine.compile import PipelineInvalid, compile_pipelines
+from engine.engine import Engine, RequestError
+from engine.spec import Pipeline, SpecError, load_pipelines
+from engine.steps import StepNotFound, StepRegistry
+from engine.validate import validate
+
+# Packages whose ``cli.register(subparsers)`` adds their sub-commands.
+COMMAND_MODULES: tuple[str, ...] = ()
+
+
+def _load_all(files: list[str]) -> list[Pipeline]:
+    pipelines: list[Pipeline] = []
+    for f in files:
+        pipelines += load_pipelines(Path(f))
+    return pipelines
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    status = 0
+    for f in args.files:
+        try:
+            problems = validate(load_pipelines(Path(f)))
+        except SpecError as exc:
+            problems = str(exc).splitlines()
+        if problems:
+            status = 1
+            for problem in problems:
+                print(problem)
+        else:
+            print(f"{f}: OK")
+    return status
+
+
+def _model_map(pairs: list[str]) -> dict[str, str]:
+    out = {}
+    for pair in pairs:
+        step, sep, model = pair.partition("=")
+        if not sep or not step or not model:
+            raise SystemExit(f"--model expects STEP=MODEL, got {pair!r}")
+        out[step] = model
+    return out
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    pipelines = _load_all(args.pipelines)
+    compiled = compile_pipelines(pipelines)
+    target = args.pipeline or pipelines[0].name
+    text = sys.stdin.read() if args.input == "-" else Path(args.input).read_text()
+    request = json.loads(text)
+    requests = request if isinstance(request, list) else [request]
+    registry = StepRegistry.from_module(args.models)
+
+    async def main() -> list[dict[str, Any]]:
+        async with Engine(compiled, registry, models=_model_map(args.model)) as engine:
+            results = await asyncio.gather(*(
+                engine.infer(target, r, result_of=args.result_of, timeout=args.timeout)
+                for r in requests
+            ))
+        return [r.to_json() for r in results]
+
+    out = asyncio.run(main())
+    print(json.dumps(out if isinstance(request, list) else out[0], indent=2))
+    return 0 if all("error" not in o for o in out) else 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="flowcause",
+        description="Causal fault localisation and observability for ML dataflow pipelines.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    p = sub.add_parser("validate", help="check Pipeline YAML files; prints OK or each problem")
+    p.add_argument("files", nargs="+", metavar="FILE")
+    p.set_defaults(func=cmd_validate)
+
+    p = sub.add_parser("run", help="run pipelines on the embedded bus and print the output tensors")
+    p.add_argument("pipelines", nargs="+", metavar="PIPELINE.yaml")
+    p.add_argument("--models", required=True, metavar="MODULE",
+                   help="module (dotted name or .py file) with the step code")
+    p.add_argument("--input", required=True, metavar="REQUEST.json",
+                   help="OIP v2 request JSON (or a list of them); - reads stdin")
+    p.add_argument("--pipeline", help="pipeline to send to (default: the first one loaded)")
+    p.add_argument("--result-of", metavar="PIPELINE",
+                   help="print this (chained) pipeline's output instead of the target's")
+    p.add_argument("--model", action="append", default=[], metavar="STEP=MODEL",
+                   help="run MODEL's code for STEP (repeatable)")
+    p.add_argument("--timeout", type=float, default=60.0, help="seconds to wait per request")
+    p.set_defaults(func=cmd_run)
+
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except (SpecError, PipelineInvalid, RequestError, StepNotFound, OSError,
+            json.JSONDecodeError) as exc:
+        print(f"flowcause: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
