@@ -23,11 +23,11 @@ class BatchError(ValueError):
 
 def stack(runs: list[Run]) -> tuple[dict[str, np.ndarray], list[int]]:
     """Concatenate each input tensor along dim 0; returns the arrays and each run's rows."""
-    names = [t.name for t in runs[0].inputs_record.tensors]
+    names = [t.name for t in runs[0].tensors]
     sizes = []
     columns: dict[str, list[np.ndarray]] = {n: [] for n in names}
     for run in runs:
-        tensors = {t.name: t.data for t in run.inputs_record.tensors}
+        tensors = {t.name: t.data for t in run.tensors}
         if sorted(tensors) != sorted(names):
             raise BatchError(f"batched requests carry different tensors: {sorted(tensors)} vs "
                              f"{sorted(names)}")

@@ -205,7 +205,7 @@ class Engine:
         if pipeline not in self.compiled.pipelines:
             raise RequestError(f"unknown pipeline {pipeline!r} "
                                f"(loaded: {', '.join(self.compiled.pipelines)})")
-        if isinstance(request, Mapping):
+        if type(request) is not tuple and isinstance(request, Mapping):
             try:
                 tensors = tensors_from_json(request.get("inputs"))
             except TensorError as exc:

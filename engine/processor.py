@@ -13,8 +13,6 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import numpy as np
-
 from engine.batch import Batcher
 from engine.compile import NodePlan
 from engine.join import FIRE, SKIP, JoinTable, Key, Outcome, absence_reason
@@ -148,8 +146,8 @@ class NodeProcessor:
             self._timer = None
 
 
-def _merged_visits(plan: NodePlan, records: tuple[Record, ...], bump: bool = False
-                   ) -> dict[str, int] | None:
+def _merged_visits(plan: NodePlan, records: tuple[Record, ...]) -> dict[str, int] | None:
+    """Per step, the most visits any consumed record has seen (cycles only)."""
     if not plan.allow_cycles:
         return None
     merged: dict[str, int] = {}
@@ -157,8 +155,6 @@ def _merged_visits(plan: NodePlan, records: tuple[Record, ...], bump: bool = Fal
         for k, v in (r.lineage.visits or {}).items():
             if v > merged.get(k, 0):
                 merged[k] = v
-    if bump:
-        merged[plan.name] = merged.get(plan.name, 0) + 1
     return merged
 
 
@@ -175,21 +171,30 @@ class PortProcessor(NodeProcessor):
 
 
 class Run:
-    """One request's pass through a step: what it consumed and when it arrived."""
+    """One request's pass through a step: what it consumed, its span, when it arrived."""
 
-    __slots__ = ("key", "inputs_record", "example", "parent_spans", "received_ns")
+    __slots__ = ("key", "tensors", "parents", "example", "span_id", "visits", "parent_spans",
+                 "received_ns")
 
-    def __init__(self, key: Key, inputs_record: Record, example: Record,
+    def __init__(self, key: Key, tensors: tuple[Tensor, ...], parents: tuple[str, ...],
+                 example: Record, span_id: str, visits: dict[str, int] | None,
                  parent_spans: tuple[str, ...], received_ns: int) -> None:
         self.key = key
-        self.inputs_record = inputs_record
+        self.tensors = tensors
+        self.parents = parents
         self.example = example
+        self.span_id = span_id
+        self.visits = visits
         self.parent_spans = parent_spans
         self.received_ns = received_ns
 
 
 class StepProcessor(NodeProcessor):
-    """Runs a step's code on its joined inputs; errors never stop other requests."""
+    """Runs a step's code on its joined inputs; errors never stop other requests.
+
+    The step's joined inputs are published on ``model.<step>.inputs`` (as in Seldon) and its
+    results on ``model.<step>.outputs``; both records name the consumed records as parents.
+    """
 
     def __init__(self, plan: NodePlan, publish: Publish, control_topic: str, errors_topic: str,
                  observers: list[Observer], runnable: RunnableStep,
@@ -197,49 +202,44 @@ class StepProcessor(NodeProcessor):
         super().__init__(plan, publish, control_topic, errors_topic, observers)
         self.runnable = runnable
         self.origin = plan.origin
+        self.in_origin = f"{plan.name}.inputs"
         self.in_topic = plan.in_topic or ""
+        self.out_topic = plan.out_topic
         self.wants = wants
         self.batcher = Batcher(self) if plan.batch and plan.batch.size else None
 
     def fire(self, key: Key, tensors: tuple[Tensor, ...], records: tuple[Record, ...],
              example: Record, arrived_s: float) -> None:
         plan = self.plan
-        span_id = new_span_id()
         parents = tuple([r.lineage.record_id for r in records])
         visits = _merged_visits(plan, records) if plan.allow_cycles else None
-        in_lineage = example.lineage.child(plan.pipeline, f"{plan.name}.inputs", span_id,
-                                           parents, key[1], visits)
+        run = Run(key, tensors, parents, example, new_span_id(), visits,
+                  tuple([r.lineage.span_id for r in records]) if self.observers else (),
+                  int(arrived_s * 1e9))
         if key[1] > plan.max_revisits:
             self.fail(key, example, f"exceeded maxStepRevisits={plan.max_revisits} "
-                      f"(revisit {key[1]})", lineage=in_lineage)
+                      f"(revisit {key[1]})", lineage=self.lineage(run, self.in_origin, visits))
             return
-        inputs_record = Record(in_lineage, tensors)
         if self.wants(self.in_topic):
-            self.publish(self.in_topic, inputs_record)
-        if self.observers:
-            run = Run(key, inputs_record, example, tuple([r.lineage.span_id for r in records]),
-                      int(arrived_s * 1e9))
-        else:
-            run = Run(key, inputs_record, example, (), 0)
+            self.publish(self.in_topic, Record(self.lineage(run, self.in_origin, visits), tensors))
         if self.batcher is not None:
             self.batcher.add(run)
             return
-        inputs = {t.name: t.data for t in tensors}
         if self.runnable.inline:
             started = time.time_ns() if self.observers else 0
             try:
-                outputs = self.runnable.run_sync(inputs)
+                outputs = self.runnable.run_sync({t.name: t.data for t in tensors})
             except Exception as exc:  # noqa: BLE001 - a failing step must not stop the engine
                 self.step_failed(run, exc, started)
                 return
             self.succeed(run, outputs, started)
             return
-        self.track(asyncio.get_running_loop().create_task(self._run_async(run, inputs)))
+        self.track(asyncio.get_running_loop().create_task(self._run_async(run)))
 
-    async def _run_async(self, run: Run, inputs: dict[str, np.ndarray]) -> None:
+    async def _run_async(self, run: Run) -> None:
         started = time.time_ns() if self.observers else 0
         try:
-            outputs = await self.runnable.run(inputs)
+            outputs = await self.runnable.run({t.name: t.data for t in run.tensors})
         except Exception as exc:  # noqa: BLE001
             self.step_failed(run, exc, started)
             return
@@ -253,24 +253,27 @@ class StepProcessor(NodeProcessor):
             message = f"{type(exc).__name__}: {exc}"
         finished = time.time_ns() if self.observers else 0
         self.fail(run.key, run.example, message, lineage=self.output_lineage(run),
-                  inputs=run.inputs_record.tensors,
-                  times=(run.received_ns, started_ns, finished), batch_size=batch_size,
-                  parent_spans=run.parent_spans)
+                  inputs=run.tensors, times=(run.received_ns, started_ns, finished),
+                  batch_size=batch_size, parent_spans=run.parent_spans)
+
+    def lineage(self, run: Run, origin: str, visits: dict[str, int] | None) -> Lineage:
+        lin = run.example.lineage
+        return Lineage(lin.request_id, lin.trace_id, run.span_id, self.plan.pipeline, origin,
+                       run.key[1], run.parents, visits)
 
     def output_lineage(self, run: Run) -> Lineage:
-        lin = run.inputs_record.lineage
-        visits = (_merged_visits(self.plan, (run.inputs_record,), bump=True)
-                  if self.plan.allow_cycles else None)
-        return lin.child(self.plan.pipeline, self.origin, lin.span_id, (lin.record_id,),
-                         run.key[1], visits)
+        visits = run.visits
+        if visits is not None:
+            visits = {**visits, self.plan.name: visits.get(self.plan.name, 0) + 1}
+        return self.lineage(run, self.origin, visits)
 
     def succeed(self, run: Run, outputs: tuple[Tensor, ...], started_ns: int,
                 batch_size: int = 1) -> None:
         lineage = self.output_lineage(run)
-        self.publish(self.plan.out_topic, Record(lineage, outputs))
+        self.publish(self.out_topic, Record(lineage, outputs))
         if self.observers:
             self.notify(StepEvent(self.plan.pipeline, self.plan.name, "ok", lineage,
-                                  run.parent_spans, inputs=run.inputs_record.tensors,
+                                  run.parent_spans, inputs=run.tensors,
                                   outputs=outputs, received_ns=run.received_ns,
                                   started_ns=started_ns, finished_ns=time.time_ns(),
                                   batch_size=batch_size))

@@ -1,0 +1,272 @@
+"""Engine behaviour beyond the shared conformance cases: failures, timeouts, lineage, CLI."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from engine.cli import main as cli_main
+from engine.embedded import EmbeddedBus
+from engine.engine import Engine, RequestError
+from engine.lineage import Lineage
+from engine.record import Record
+from engine.spec import load_pipelines
+from engine.tensors import DTYPES, Tensor, TensorError
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def fp(name: str, data: list[float]) -> dict[str, Any]:
+    return {"name": name, "datatype": "FP32", "shape": [len(data)], "data": data}
+
+
+def one_step(name: str = "p", steps: list[dict[str, Any]] | None = None,
+             output: list[str] | None = None, **spec: Any) -> list:
+    body = {"steps": steps or [{"name": "s"}], "output": {"steps": output or ["s"]}, **spec}
+    return load_pipelines({"metadata": {"name": name}, "spec": body})
+
+
+def run(coro: Any) -> Any:
+    return asyncio.run(asyncio.wait_for(coro, 60))
+
+
+# -- failures never stop other requests -------------------------------------------------------
+@pytest.mark.parametrize(
+    "step, expected",
+    [
+        (lambda x: 1 / 0, "ZeroDivisionError"),
+        (lambda x: "not a mapping", "expected a mapping of tensors"),
+        (lambda x: {"y": np.array([object()])}, "malformed tensor 'y'"),
+    ],
+    ids=["raises", "not-a-mapping", "malformed-tensor"],
+)
+def test_failing_step_gives_error_result_and_record(step: Any, expected: str) -> None:
+    async def main() -> None:
+        bus = EmbeddedBus()
+        errors: list[Record] = []
+        bus.tap(lambda topic, r: errors.append(r) if topic.endswith("errors.errors") else None)
+        calls = {"n": 0}
+
+        def flaky(inputs: dict[str, np.ndarray]) -> Any:
+            calls["n"] += 1
+            if calls["n"] == 1:
+                return step(inputs)
+            return {"y": inputs["x"] + 1}
+
+        async with Engine(one_step(), {"s": flaky}, transport=bus) as eng:
+            bad = await eng.infer("p", {"inputs": [fp("x", [1.0])]})
+            good = await eng.infer("p", {"inputs": [fp("x", [1.0])]})
+        assert not bad.ok and expected in bad.error and "'s'" in bad.error
+        assert [e.lineage.request_id for e in errors] == [bad.request_id]
+        assert errors[0].lineage.origin == "s.errors"
+        assert good.ok and good.outputs[0].data.tolist() == [2.0]
+
+    run(main())
+
+
+def test_async_step_timeout() -> None:
+    async def slow(inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        await asyncio.sleep(5)
+        return {"y": inputs["x"]}
+
+    slow.timeout_s = 0.05  # type: ignore[attr-defined]
+
+    async def main() -> None:
+        async with Engine(one_step(), {"s": slow}) as eng:
+            res = await eng.infer("p", {"inputs": [fp("x", [1.0])]}, timeout=5)
+        assert not res.ok and "timed out after 0.05 s" in res.error
+
+    run(main())
+
+
+def test_inner_join_partner_missing_ends_in_timeout() -> None:
+    """A partner that never arrives (and is never announced absent) times out, not lost."""
+
+    async def missing() -> None:
+        pipes = load_pipelines({"metadata": {"name": "q"}, "spec": {
+            "input": {"externalInputs": ["never.outputs"], "joinWindowMs": 50},
+            "steps": [{"name": "s"}], "output": {"steps": ["s"]}}})
+        pipes += load_pipelines({"metadata": {"name": "r"}, "spec": {
+            "input": {"externalInputs": ["q.outputs", "never.outputs"], "joinWindowMs": 100},
+            "steps": [{"name": "t"}], "output": {"steps": ["t"]}}})
+        pipes += one_step("never")
+        async with Engine(pipes, {"s": lambda x: x, "t": lambda x: x}) as eng:
+            # q waits for never's output, which is never sent (we send to q's input directly)
+            record = eng.make_request("q", {"inputs": [fp("x", [1.0])]})
+            fut = eng.expect(record.lineage.request_id, "r")
+            eng.submit(record)  # r joins q.outputs with never.outputs -> never comes
+            res = await asyncio.wait_for(fut, 5)
+        assert not res.ok
+        assert "join window closed waiting for outputs" in res.error
+        assert "inputs of pipeline 'r'" in res.error
+
+    run(missing())
+
+
+def test_routed_branches_resolve_without_waiting_for_the_window() -> None:
+    """Steps downstream of an untaken branch end at once (absence notices), not by timeout."""
+    steps = [
+        {"name": "router"},
+        {"name": "left", "inputs": ["router.outputs.l"]},
+        {"name": "left2", "inputs": ["left"]},
+        {"name": "right", "inputs": ["router.outputs.r"]},
+        {"name": "join", "inputs": ["left2", "right"], "inputsJoinType": "outer"},
+    ]
+    code = {
+        "router": lambda x: {"l": x["x"]} if x["x"][0] > 0 else {"r": x["x"]},
+        "left": lambda x: {"a": x["l"]},
+        "left2": lambda x: {"b": x["a"] * 2},
+        "right": lambda x: {"c": x["r"] * 3},
+        "join": lambda x: {"out": x.get("b", x.get("c"))},
+    }
+
+    async def main() -> None:
+        async with Engine(one_step(steps=steps, output=["join"]), code) as eng:
+            loop = asyncio.get_running_loop()
+            t0 = loop.time()
+            pos = await eng.infer("p", {"inputs": [fp("x", [1.0])]}, timeout=5)
+            neg = await eng.infer("p", {"inputs": [fp("x", [-1.0])]}, timeout=5)
+            assert loop.time() - t0 < 1.0, "outer join waited for its (60 s) window"
+        assert pos.outputs[0].data.tolist() == [2.0]
+        assert neg.outputs[0].data.tolist() == [-3.0]
+
+    run(main())
+
+
+# -- lineage ------------------------------------------------------------------------------------
+def test_every_record_of_a_request_is_listed_across_chained_pipelines() -> None:
+    pipes = one_step("first", steps=[{"name": "a"}], output=["a"])
+    pipes += load_pipelines({"metadata": {"name": "second"}, "spec": {
+        "input": {"externalInputs": ["first.outputs"]},
+        "steps": [{"name": "b"}], "output": {"steps": ["b"]}}})
+
+    async def main() -> None:
+        bus = EmbeddedBus()
+        seen: list[Record] = []
+        bus.tap(lambda topic, r: seen.append(r))
+        async with Engine(pipes, {"a": lambda x: {"y": x["x"]}, "b": lambda x: {"z": x["y"]}},
+                          transport=bus) as eng:
+            res = await eng.infer("first", {"id": "r-1", "inputs": [fp("x", [1.0])]},
+                                  result_of="second")
+            other = await eng.infer("first", {"inputs": [fp("x", [2.0])]}, result_of="second")
+        assert res.ok and other.ok
+        mine = [r for r in seen if r.lineage.request_id == "r-1"]
+        origins = [(r.lineage.pipeline, r.lineage.origin) for r in mine]
+        assert origins == [("first", "inputs"), ("first", "a.inputs"), ("first", "a.outputs"),
+                           ("first", "outputs"), ("second", "inputs"), ("second", "b.inputs"),
+                           ("second", "b.outputs"), ("second", "outputs")]
+        ids = {r.lineage.record_id for r in mine}
+        for r in mine[1:]:
+            assert r.lineage.parents and set(r.lineage.parents) <= ids
+        assert len({r.lineage.trace_id for r in mine}) == 1
+
+    run(main())
+
+
+def test_lineage_headers_round_trip() -> None:
+    lin = Lineage("rid", "a" * 32, "b" * 16, "p", "s.outputs", 2, ("x/p/inputs/0",), {"s": 2})
+    value, headers = Record(lin, (Tensor.from_array("t", np.arange(3.0)),)).encode()
+    back = Record.decode(value, headers)
+    assert back.lineage.to_dict() == lin.to_dict() and back.lineage.visits == {"s": 2}
+    assert back.tensors[0] == Tensor.from_array("t", np.arange(3.0))
+    with pytest.raises(ValueError):
+        Record.decode(b"{not json", headers)
+    with pytest.raises(ValueError):
+        Record.decode(value, [h for h in headers if h[0] != "traceparent"])
+
+
+def test_request_traceparent_is_continued() -> None:
+    async def main() -> None:
+        async with Engine(one_step(), {"s": lambda x: {"y": x["x"]}}) as eng:
+            tp = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+            res = await eng.infer("p", {"inputs": [fp("x", [1.0])],
+                                        "parameters": {"traceparent": tp}})
+            assert res.lineage is not None
+            assert res.lineage.trace_id == "0af7651916cd43dd8448eb211c80319c"
+            with pytest.raises(RequestError, match="traceparent"):
+                await eng.infer("p", {"inputs": [fp("x", [1.0])],
+                                      "parameters": {"traceparent": "00-zz"}})
+            with pytest.raises(RequestError, match="unknown pipeline"):
+                await eng.infer("nope", {"inputs": [fp("x", [1.0])]})
+
+    run(main())
+
+
+# -- tensors ------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "tensor, message",
+    [
+        ({"name": "t", "datatype": "FP32", "shape": [2, 2], "data": [1, 2, 3]}, "needs 4"),
+        ({"name": "t", "datatype": "INT8", "shape": [1], "data": [300]}, "out of range"),
+        ({"name": "t", "datatype": "INT32", "shape": [1], "data": [1.5]}, "integers"),
+        ({"name": "t", "datatype": "BOOL", "shape": [1], "data": ["yes"]}, "true/false"),
+        ({"name": "t", "datatype": "BYTES", "shape": [1], "data": [1]}, "strings"),
+        ({"name": "t", "datatype": "FP99", "shape": [1], "data": [1]}, "unknown datatype"),
+        ({"name": "t", "datatype": "FP32", "shape": [-1], "data": [1]}, "non-negative"),
+        ({"datatype": "FP32", "shape": [1], "data": [1]}, "without a name"),
+    ],
+)
+def test_malformed_tensors_rejected(tensor: dict[str, Any], message: str) -> None:
+    with pytest.raises(TensorError, match=message):
+        Tensor.from_json(tensor)
+
+
+NUMERIC = [d for d in DTYPES if d not in ("BYTES", "BOOL", "FP16")]
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    datatype=st.sampled_from(NUMERIC),
+    shape=st.lists(st.integers(0, 4), min_size=0, max_size=3),
+    data=st.data(),
+)
+def test_tensor_json_round_trip(datatype: str, shape: list[int], data: st.DataObject) -> None:
+    n = int(np.prod(shape)) if shape else 1
+    dtype = DTYPES[datatype]
+    if dtype.kind in "iu":
+        info = np.iinfo(dtype)
+        values = data.draw(st.lists(st.integers(int(info.min), int(info.max)), min_size=n,
+                                    max_size=n))
+    else:
+        values = data.draw(st.lists(st.floats(-1e6, 1e6, width=32), min_size=n, max_size=n))
+    obj = {"name": "t", "datatype": datatype, "shape": shape, "data": values}
+    tensor = Tensor.from_json(obj)
+    assert tensor.shape == tuple(shape)
+    again = Tensor.from_json(tensor.to_json())
+    assert again == tensor
+
+
+# -- CLI ------------------------------------------------------------------------------------------
+def test_cli_validate_reports_ok_and_problems(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("metadata: {name: p}\nspec:\n  steps:\n    - name: a\n      inputs: [zz]\n")
+    assert cli_main(["validate", str(ROOT / "examples/scoring/pipeline.yaml")]) == 0
+    assert "OK" in capsys.readouterr().out
+    assert cli_main(["validate", str(bad)]) == 1
+    out = capsys.readouterr().out
+    assert f"{bad}:5" in out and "'zz'" in out
+
+
+def test_readme_run_example_works_as_written() -> None:
+    """The README's `flowcause run` command, through the installed console script."""
+    exe = Path(sys.executable).parent / "flowcause"
+    proc = subprocess.run(
+        [str(exe), "run", "examples/scoring/pipeline.yaml", "--models",
+         "examples/scoring/steps.py", "--input", "examples/scoring/request.json"],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    assert out["id"] == "req-1"
+    assert [t["name"] for t in out["outputs"]] == ["decision", "risk"]
+    assert out["outputs"][0]["data"] == ["review"]
+    assert out["parameters"]["traceparent"].startswith("00-")
