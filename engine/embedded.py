@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict, deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from engine.record import Record
-from engine.transport import Handler
+from engine.transport import Handler, Host
 
 Tap = Callable[[str, Record], None]
 log = logging.getLogger(__name__)
@@ -32,7 +32,10 @@ class EmbeddedBus:
     async def stop(self) -> None:
         self._queue.clear()
 
-    def subscribe(self, topic: str, handler: Handler) -> None:
+    def prepare(self, topics: Iterable[str], host: Host) -> None:
+        return None
+
+    def subscribe(self, topic: str, handler: Handler, shared: bool = True) -> None:
         self._subscribers[topic].append(handler)
 
     def wants(self, topic: str) -> bool:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -97,10 +97,15 @@ class Engine:
         control = self.topics.control(plan.pipeline)
         if plan.kind == "step":
             runnable = self.registry.resolve(plan.name, self.models.get(plan.name))
-            return StepProcessor(plan, self.transport.publish, control, self.topics.errors,
-                                 self.observers, runnable, self.transport.wants)
-        return PortProcessor(plan, self.transport.publish, control, self.topics.errors,
-                             self.observers)
+            proc: NodeProcessor = StepProcessor(plan, self.transport.publish, control,
+                                                self.topics.errors, self.observers, runnable,
+                                                self.transport.wants)
+        else:
+            proc = PortProcessor(plan, self.transport.publish, control, self.topics.errors,
+                                 self.observers)
+        if getattr(self.transport, "redelivers", False):
+            proc.remember_decisions()
+        return proc
 
     async def start(self) -> None:
         if self._started:
@@ -113,18 +118,43 @@ class Engine:
                 routes[slot.topic].slots[(slot.pipeline, slot.origin)].append((proc, i))
                 routes[self.topics.control(slot.pipeline)].slots[
                     (slot.pipeline, slot.origin)].append((proc, i))
+        self.transport.prepare(self._all_topics(), self)
         for topic, route in routes.items():
             self.transport.subscribe(topic, route)
         for name in self.compiled.pipelines:
-            self.transport.subscribe(self.topics.pipeline(name, "outputs"), self._on_output)
-            self.transport.subscribe(self.topics.control(name), self._on_control)
+            self.transport.subscribe(self.topics.pipeline(name, "outputs"), self._on_output,
+                                     shared=False)
+            self.transport.subscribe(self.topics.control(name), self._on_control, shared=False)
             if self.observers:
                 for port in ("inputs", "outputs"):
                     self.transport.subscribe(self.topics.pipeline(name, port),
                                              self._observer_tap(name, port))
-        self.transport.subscribe(self.topics.errors, self._on_error)
+        self.transport.subscribe(self.topics.errors, self._on_error, shared=False)
         await self.transport.start()
         self._started = True
+
+    def _all_topics(self) -> list[str]:
+        topics = {self.topics.errors}
+        for plan in self.compiled.nodes:
+            topics.update(s.topic for s in plan.slots)
+            topics.add(plan.out_topic)
+            if plan.in_topic:
+                topics.add(plan.in_topic)
+        for name in self.compiled.pipelines:
+            topics.update((self.topics.pipeline(name, "inputs"), self.topics.pipeline(name, "outputs"),
+                           self.topics.control(name)))
+        return sorted(topics)
+
+    def held_records(self) -> Iterator[Record]:
+        for proc in self.processors:
+            yield from proc.held_records()
+
+    def forget_requests(self, keep: Callable[[str], bool]) -> None:
+        for proc in self.processors:
+            proc.forget_requests(keep)
+
+    def running_tasks(self) -> list[asyncio.Task[Any]]:
+        return [t for proc in self.processors for t in proc.tasks]
 
     def _observer_tap(self, pipeline: str, port: str) -> Any:
         def tap(record: Record) -> None:

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections import OrderedDict
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from engine.batch import Batcher
@@ -23,6 +24,7 @@ from engine.steps import RunnableStep
 from engine.tensors import Tensor
 
 Publish = Callable[[str, Record], None]
+SEEN_LIMIT = 200_000  # decided keys remembered per node for de-duplication
 
 
 class NodeProcessor:
@@ -44,6 +46,8 @@ class NodeProcessor:
         self.single = len(plan.slots) == 1 and not plan.slots[0].trigger_picks
         self.picks = plan.slots[0].input_picks if self.single else ()
         self.table = JoinTable(plan)
+        self.batcher: Batcher | None = None
+        self.seen: OrderedDict[Key, None] | None = None
         self._timer: asyncio.TimerHandle | None = None
         self.tasks: set[asyncio.Task[Any]] = set()
 
@@ -53,6 +57,12 @@ class NodeProcessor:
         lineage = record.lineage
         key = (lineage.request_id, lineage.visits.get(self.plan.name, 0) if lineage.visits else 0)
         if self.single:  # one slot, no triggers: no join state at all
+            if self.seen is not None:
+                if key in self.seen:
+                    return  # a redelivered record whose decision was already made
+                self.seen[key] = None
+                if len(self.seen) > SEEN_LIMIT:
+                    self.seen.popitem(last=False)
             if record.kind != "data":
                 self.absent(key, record, "skipped", absence_reason([record]))
                 return
@@ -139,6 +149,20 @@ class NodeProcessor:
     def track(self, task: asyncio.Task[Any]) -> None:
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
+
+    def remember_decisions(self) -> None:
+        """For transports that redeliver after a crash: ignore keys already decided."""
+        self.seen = OrderedDict()
+
+    def held_records(self) -> Iterator[Record]:
+        for _, arrivals in self.table.pending.values():
+            yield from (a for a in arrivals if a is not None)
+        if self.batcher is not None:
+            yield from (run.example for run in self.batcher.pending)
+
+    def forget_requests(self, keep: Callable[[str], bool]) -> None:
+        for key in [k for k in self.table.pending if not keep(k[0])]:
+            del self.table.pending[key]
 
     def close(self) -> None:
         if self._timer is not None:

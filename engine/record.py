@@ -17,7 +17,7 @@ class Record:
     generation, ``error`` holds the reason ``skipped`` or ``error: ...``).
     """
 
-    __slots__ = ("lineage", "tensors", "kind", "error")
+    __slots__ = ("lineage", "tensors", "kind", "error", "source")
 
     def __init__(
         self,
@@ -30,6 +30,8 @@ class Record:
         self.tensors = tensors
         self.kind = kind
         self.error = error
+        # Where a transport read it from (Kafka: (topic, partition, offset)); None in memory.
+        self.source: tuple[str, int, int] | None = None
 
     def tensor(self, name: str) -> Tensor | None:
         for t in self.tensors:

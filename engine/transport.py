@@ -2,12 +2,29 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Protocol
+import asyncio
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, Protocol
 
 from engine.record import Record
 
 Handler = Callable[[Record], None]
+
+
+class Host(Protocol):
+    """What a transport may ask of the engine it serves."""
+
+    def held_records(self) -> Iterator[Record]:
+        """Records still waiting in a join (their offsets must not be committed yet)."""
+        ...
+
+    def forget_requests(self, keep: Callable[[str], bool]) -> None:
+        """Drop join state of requests for which ``keep(request_id)`` is False."""
+        ...
+
+    def running_tasks(self) -> list[asyncio.Task[Any]]:
+        """Steps running as tasks (async, threaded or batched) right now."""
+        ...
 
 
 class Transport(Protocol):
@@ -23,7 +40,14 @@ class Transport(Protocol):
 
     def publish(self, topic: str, record: Record) -> None: ...
 
-    def subscribe(self, topic: str, handler: Handler) -> None: ...
+    def prepare(self, topics: Iterable[str], host: Host) -> None:
+        """Called once before :meth:`start` with every topic the engine will use."""
+        ...
+
+    def subscribe(self, topic: str, handler: Handler, shared: bool = True) -> None:
+        """``shared``: the processes of one deployment split the topic's records between them
+        (work); otherwise every process sees every record (results, for waiting clients)."""
+        ...
 
     def wants(self, topic: str) -> bool:
         """False when a record on ``topic`` would reach nobody, so it need not be built.

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import uuid
 from collections import defaultdict
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
@@ -13,18 +15,22 @@ from engine.embedded import EmbeddedBus
 from engine.engine import Engine
 from engine.record import Record
 from engine.spec import load_pipelines
+from engine.topics import Topics
 
 
 def transports() -> list[str]:
     """The transports every conformance case runs on."""
-    return ["embedded"]
+    return ["embedded", "kafka"]
 
 
 class Harness:
+    """One test's engine on one transport, plus a log of every record on its topics."""
+
     def __init__(self, kind: str, request: pytest.FixtureRequest) -> None:
         self.kind = kind
         self.request = request
         self._log: dict[str, list[Record]] = defaultdict(list)
+        self._reader: Any = None
 
     def _tap(self, topic: str, record: Record) -> None:
         self._log[topic].append(record)
@@ -33,17 +39,82 @@ class Harness:
     async def engine(self, case: Mapping[str, Any], steps: Mapping[str, Any]
                      ) -> AsyncIterator[Engine]:
         pipelines = load_pipelines(case["pipelines"])
-        bus = EmbeddedBus()
-        bus.tap(self._tap)
-        engine = Engine(pipelines, steps, transport=bus, models=case.get("models"))
+        if self.kind == "embedded":
+            bus = EmbeddedBus()
+            bus.tap(self._tap)
+            async with Engine(pipelines, steps, transport=bus, models=case.get("models")) as eng:
+                yield eng
+            return
+        from engine.kafka import KafkaTransport
+
+        bootstrap = self.request.getfixturevalue("kafka_bootstrap")
+        topics = Topics(prefix=f"t{uuid.uuid4().hex[:10]}")
+        transport = KafkaTransport(bootstrap, group_id=f"{topics.prefix}-engine", partitions=2)
+        engine = Engine(pipelines, steps, transport=transport, topics=topics,
+                        models=case.get("models"))
         async with engine:
-            yield engine
+            self._reader = TopicReader(bootstrap, transport._topics, self._tap)
+            await self._reader.start()
+            try:
+                yield engine
+            finally:
+                await self._reader.stop()
 
     async def settle(self) -> None:
         """Wait until what was published so far can be seen in the topic log."""
+        if self._reader is not None:
+            await self._reader.catch_up()
 
     def records(self, topic: str, request_id: str) -> list[Record]:
         return [r for r in self._log.get(topic, ()) if r.lineage.request_id == request_id]
 
     def all_records(self, request_id: str) -> list[Record]:
         return [r for rs in self._log.values() for r in rs if r.lineage.request_id == request_id]
+
+
+class TopicReader:
+    """Reads every partition of the given Kafka topics from the start into a callback."""
+
+    def __init__(self, bootstrap: str, topics: list[str], sink: Any) -> None:
+        from aiokafka import AIOKafkaConsumer
+
+        self.topics = topics
+        self.sink = sink
+        self.consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None,
+                                         enable_auto_commit=False)
+        self.task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        from aiokafka import TopicPartition
+
+        await self.consumer.start()
+        tps = [TopicPartition(t, p) for t in self.topics
+               for p in sorted(self.consumer.partitions_for_topic(t) or {0})]
+        self.consumer.assign(tps)
+        await self.consumer.seek_to_beginning(*tps)
+        self.task = asyncio.create_task(self._run())
+
+    async def _run(self) -> None:
+        while True:
+            batches = await self.consumer.getmany(timeout_ms=20)
+            for messages in batches.values():
+                for msg in messages:
+                    self.sink(msg.topic, Record.decode(msg.value, list(msg.headers)))
+
+    async def catch_up(self, timeout: float = 10.0) -> None:
+        await asyncio.sleep(0.3)  # let the engine's last outputs reach the broker
+        tps = list(self.consumer.assignment())
+        ends = await self.consumer.end_offsets(tps)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while any(await self.consumer.position(tp) < end for tp, end in ends.items()):
+            if loop.time() > deadline:
+                raise TimeoutError("topic log did not catch up")
+            await asyncio.sleep(0.02)
+
+    async def stop(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.task
+        await self.consumer.stop()
