@@ -75,6 +75,35 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0 if all("error" not in o for o in out) else 1
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    """Run pipelines on Kafka as one worker of a consumer group until SIGTERM/SIGINT."""
+    import signal
+
+    from engine.kafka import KafkaTransport
+    from engine.topics import Topics
+
+    compiled = compile_pipelines(_load_all(args.pipelines),
+                                 Topics(prefix=args.prefix, namespace=args.namespace))
+    registry = StepRegistry.from_module(args.models)
+
+    async def main() -> None:
+        transport = KafkaTransport(args.bootstrap, group_id=args.group, partitions=args.partitions,
+                                   exactly_once=args.exactly_once)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        async with Engine(compiled, registry, transport=transport, models=_model_map(args.model),
+                          results=False):
+            print(f"serving {', '.join(compiled.pipelines)} on {args.bootstrap} "
+                  f"(group {args.group}, {args.partitions} partitions)", flush=True)
+            await stop.wait()
+        print(f"stopped: {transport.stats}", flush=True)
+
+    asyncio.run(main())
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="flowcause",
@@ -98,6 +127,18 @@ def build_parser() -> argparse.ArgumentParser:
                    help="run MODEL's code for STEP (repeatable)")
     p.add_argument("--timeout", type=float, default=60.0, help="seconds to wait per request")
     p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("serve", help="run pipelines on Kafka as one worker of a consumer group")
+    p.add_argument("pipelines", nargs="+", metavar="PIPELINE.yaml")
+    p.add_argument("--models", required=True, metavar="MODULE")
+    p.add_argument("--model", action="append", default=[], metavar="STEP=MODEL")
+    p.add_argument("--bootstrap", required=True, help="Kafka bootstrap servers, host:port")
+    p.add_argument("--group", default="flowcause", help="consumer group shared by the workers")
+    p.add_argument("--partitions", type=int, default=4, help="partitions of every topic")
+    p.add_argument("--prefix", default="seldon", help="topic prefix")
+    p.add_argument("--namespace", default="default", help="topic namespace")
+    p.add_argument("--exactly-once", action="store_true", help="Kafka transactions per batch")
+    p.set_defaults(func=cmd_serve)
 
     for name in COMMAND_MODULES:
         importlib.import_module(name).register(sub)

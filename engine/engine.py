@@ -77,6 +77,7 @@ class Engine:
         topics: Topics | None = None,
         models: Mapping[str, str] | None = None,
         observers: Iterable[Observer] = (),
+        results: bool = True,
     ) -> None:
         self.compiled = (
             pipelines
@@ -88,6 +89,7 @@ class Engine:
         self.models = dict(models or {})
         self.transport: Transport = transport or EmbeddedBus()
         self.observers = list(observers)
+        self.results = results  # False for a worker process that serves no waiting clients
         self.processors: list[NodeProcessor] = []
         self._waiters: dict[str, list[tuple[str, asyncio.Future[InferenceResult]]]] = {}
         self._started = False
@@ -122,14 +124,17 @@ class Engine:
         for topic, route in routes.items():
             self.transport.subscribe(topic, route)
         for name in self.compiled.pipelines:
-            self.transport.subscribe(self.topics.pipeline(name, "outputs"), self._on_output,
-                                     shared=False)
-            self.transport.subscribe(self.topics.control(name), self._on_control, shared=False)
+            if self.results:
+                self.transport.subscribe(self.topics.pipeline(name, "outputs"), self._on_output,
+                                         shared=False)
+                self.transport.subscribe(self.topics.control(name), self._on_control,
+                                         shared=False)
             if self.observers:
                 for port in ("inputs", "outputs"):
                     self.transport.subscribe(self.topics.pipeline(name, port),
                                              self._observer_tap(name, port))
-        self.transport.subscribe(self.topics.errors, self._on_error, shared=False)
+        if self.results:
+            self.transport.subscribe(self.topics.errors, self._on_error, shared=False)
         await self.transport.start()
         self._started = True
 

@@ -231,9 +231,29 @@ class StepProcessor(NodeProcessor):
         self.out_topic = plan.out_topic
         self.wants = wants
         self.batcher = Batcher(self) if plan.batch and plan.batch.size else None
+        # The common case — a sync step, unbatched, acyclic, unobserved — takes a short path
+        # in fire(): same records and lineage, fewer objects.
+        self.plain = (runnable.inline and self.batcher is None and not plan.allow_cycles
+                      and not observers)
+        self.run_sync = runnable.run_sync
+        self.pipeline = plan.pipeline
 
     def fire(self, key: Key, tensors: tuple[Tensor, ...], records: tuple[Record, ...],
              example: Record, arrived_s: float) -> None:
+        if self.plain and not self.wants(self.in_topic):
+            lin = example.lineage
+            parents = ((lin.record_id,) if len(records) == 1
+                       else tuple([r.lineage.record_id for r in records]))
+            span_id = new_span_id()
+            try:
+                outputs = self.run_sync({t.name: t.data for t in tensors})
+            except Exception as exc:  # noqa: BLE001 - a failing step must not stop the engine
+                self.step_failed(Run(key, tensors, parents, example, span_id, None, (), 0), exc, 0)
+                return
+            self.publish(self.out_topic, Record(Lineage(
+                lin.request_id, lin.trace_id, span_id, self.pipeline, self.origin, key[1], parents,
+                None), outputs))
+            return
         plan = self.plan
         parents = tuple([r.lineage.record_id for r in records])
         visits = _merged_visits(plan, records) if plan.allow_cycles else None

@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from engine.tensors import Tensor, TensorError
+from engine.tensors import DATATYPE_OF_DTYPE, Tensor, TensorError
 
 StepCallable = Callable[[dict[str, np.ndarray]], Any]
 
@@ -86,6 +86,11 @@ def to_tensors(result: Any, step: str) -> tuple[Tensor, ...]:
         )
     out = []
     for name, value in result.items():
+        if type(value) is np.ndarray and type(name) is str:
+            datatype = DATATYPE_OF_DTYPE.get(value.dtype)
+            if datatype is not None:
+                out.append(Tensor(name, datatype, value))
+                continue
         if not isinstance(name, str):
             raise MalformedOutput(f"step {step!r} returned a tensor name that is not a string")
         try:

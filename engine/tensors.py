@@ -26,7 +26,7 @@ DTYPES: dict[str, np.dtype[Any]] = {
 _DATATYPE_OF_KIND = {
     np.dtype(dt).str: name for name, dt in DTYPES.items() if name != "BYTES"
 }
-_DATATYPE_OF_DTYPE = {dt: name for name, dt in DTYPES.items() if name != "BYTES"}
+DATATYPE_OF_DTYPE = {dt: name for name, dt in DTYPES.items() if name != "BYTES"}
 
 
 class TensorError(ValueError):
@@ -85,7 +85,7 @@ class Tensor:
     def from_array(cls, name: str, value: Any) -> Tensor:
         """Wrap a step's return value (array, scalar, list or Tensor) as a tensor."""
         if type(value) is np.ndarray:
-            datatype = _DATATYPE_OF_DTYPE.get(value.dtype)
+            datatype = DATATYPE_OF_DTYPE.get(value.dtype)
             if datatype is not None:
                 return cls(name, datatype, value)
         if isinstance(value, Tensor):
