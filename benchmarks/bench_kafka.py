@@ -102,7 +102,7 @@ async def timestamps(bootstrap: str, topic: str) -> dict[bytes, int]:
     await consumer.seek_to_beginning(*tps)
     ends = await consumer.end_offsets(tps)
     out: dict[bytes, int] = {}
-    while any(await consumer.position(tp) < end for tp, end in ends.items()):
+    while [tp for tp, end in ends.items() if await consumer.position(tp) < end]:
         for messages in (await consumer.getmany(timeout_ms=100)).values():
             for m in messages:
                 out[dict(m.headers)["flowcause-request-id"]] = m.timestamp

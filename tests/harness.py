@@ -53,7 +53,8 @@ class Harness:
         engine = Engine(pipelines, steps, transport=transport, topics=topics,
                         models=case.get("models"))
         async with engine:
-            self._reader = TopicReader(bootstrap, transport._topics, self._tap)
+            self._reader = TopicReader(bootstrap, transport._topics, transport.partitions,
+                                       self._tap)
             await self._reader.start()
             try:
                 yield engine
@@ -75,10 +76,11 @@ class Harness:
 class TopicReader:
     """Reads every partition of the given Kafka topics from the start into a callback."""
 
-    def __init__(self, bootstrap: str, topics: list[str], sink: Any) -> None:
+    def __init__(self, bootstrap: str, topics: list[str], partitions: int, sink: Any) -> None:
         from aiokafka import AIOKafkaConsumer
 
         self.topics = topics
+        self.partitions = partitions
         self.sink = sink
         self.consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None,
                                          enable_auto_commit=False)
@@ -88,8 +90,7 @@ class TopicReader:
         from aiokafka import TopicPartition
 
         await self.consumer.start()
-        tps = [TopicPartition(t, p) for t in self.topics
-               for p in sorted(self.consumer.partitions_for_topic(t) or {0})]
+        tps = [TopicPartition(t, p) for t in self.topics for p in range(self.partitions)]
         self.consumer.assign(tps)
         await self.consumer.seek_to_beginning(*tps)
         self.task = asyncio.create_task(self._run())
@@ -107,7 +108,7 @@ class TopicReader:
         ends = await self.consumer.end_offsets(tps)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
-        while any(await self.consumer.position(tp) < end for tp, end in ends.items()):
+        while [tp for tp, end in ends.items() if await self.consumer.position(tp) < end]:
             if loop.time() > deadline:
                 raise TimeoutError("topic log did not catch up")
             await asyncio.sleep(0.02)

@@ -32,17 +32,18 @@ REQUESTS = 10_000
 def start_worker(bootstrap: str, prefix: str, spec: Path, log: Path) -> subprocess.Popen[bytes]:
     exe = Path(sys.executable).parent / "flowcause"
     return subprocess.Popen(
-        [str(exe), "serve", str(spec), "--models", "tests.kafka_steps", "--bootstrap", bootstrap,
+        [str(exe), "serve", str(spec), "--models", str(ROOT / "tests" / "kafka_steps.py"),
+         "--bootstrap", bootstrap,
          "--group", f"{prefix}-workers", "--partitions", str(PARTITIONS), "--prefix", prefix],
         cwd=ROOT, stdout=log.open("ab"), stderr=subprocess.STDOUT,
         start_new_session=True,
     )
 
 
-async def wait_ready(log: Path, count: int, timeout: float = 60) -> None:
+async def wait_ready(log: Path, procs: list[subprocess.Popen[bytes]], timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
-    while log.read_text(errors="replace").count("serving ") < count:
-        if time.monotonic() > deadline:
+    while log.read_text(errors="replace").count("serving ") < len(procs):
+        if any(p.poll() is not None for p in procs) or time.monotonic() > deadline:
             raise TimeoutError(f"workers did not start:\n{log.read_text()[-3000:]}")
         await asyncio.sleep(0.2)
 
@@ -141,7 +142,7 @@ def test_two_workers_share_a_four_partition_pipeline(deployment: Any) -> None:
     async def main() -> None:
         procs = [start_worker(bootstrap, topics.prefix, spec, log) for _ in range(2)]
         try:
-            await wait_ready(log, 2)
+            await wait_ready(log, procs)
             answers = Answers(bootstrap, topics)
             await answers.start()
             ids = await send_requests(bootstrap, topics, REQUESTS)
@@ -171,7 +172,7 @@ def test_kill_9_mid_stream_loses_nothing(deployment: Any) -> None:
     async def main() -> None:
         procs = [start_worker(bootstrap, topics.prefix, spec, log) for _ in range(2)]
         try:
-            await wait_ready(log, 2)
+            await wait_ready(log, procs)
             answers = Answers(bootstrap, topics)
             await answers.start()
             ids = await send_requests(bootstrap, topics, REQUESTS)
