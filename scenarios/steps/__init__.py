@@ -1,0 +1,1 @@
+"""Step code of the built-in scenario pipelines."""

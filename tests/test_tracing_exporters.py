@@ -1,0 +1,117 @@
+"""Span exporters chosen by config or environment: OTLP to a collector, console, none."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, HTTPServer
+from pathlib import Path
+
+import numpy as np
+import pytest
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+from engine.engine import Engine
+from engine.spec import load_pipelines
+from tracing.config import TracingConfig, build
+
+PIPELINE = {"metadata": {"name": "counter"},
+            "spec": {"steps": [{"name": "inc"}], "output": {"steps": ["inc"]}}}
+
+
+def inc(inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    return {"y": inputs["x"] + 1}
+
+
+def run_requests(config: TracingConfig, n: int) -> list[str]:
+    """Send ``n`` requests with tracing per ``config``; the trace ids of their results."""
+    tracing = build(config)
+    assert tracing is not None
+
+    async def main() -> list[str]:
+        with tracing.collector:
+            async with Engine(load_pipelines(PIPELINE), {"inc": inc},
+                              observers=[tracing.collector]) as engine:
+                results = [await engine.infer("counter", {"inputs": [
+                    {"name": "x", "datatype": "INT64", "shape": [1], "data": [i]}]})
+                    for i in range(n)]
+        return [r.lineage.trace_id for r in results if r.lineage is not None]
+
+    return asyncio.run(main())
+
+
+@pytest.fixture
+def collector_endpoint() -> Iterator[tuple[str, list[ExportTraceServiceRequest]]]:
+    """A stand-in OTLP/HTTP collector on localhost."""
+    received: list[ExportTraceServiceRequest] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            received.append(ExportTraceServiceRequest.FromString(body))
+            self.send_response(200)
+            self.send_header("Content-Type", "application/x-protobuf")
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_port}/v1/traces", received
+    server.shutdown()
+    thread.join()
+
+
+def test_otlp_over_http_reaches_the_collector(
+        collector_endpoint: tuple[str, list[ExportTraceServiceRequest]],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    url, received = collector_endpoint
+    monkeypatch.setenv("OTEL_TRACES_EXPORTER", "otlp")
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", url)
+    monkeypatch.setenv("OTEL_SERVICE_NAME", "claims-service")
+    config = TracingConfig.from_env()
+    assert config.exporter == "otlp"
+    trace_ids = run_requests(config, 5)
+    spans = [span for request in received for rs in request.resource_spans
+             for ss in rs.scope_spans for span in ss.spans]
+    steps = [s for s in spans if s.name == "inc"]
+    assert sorted(s.trace_id.hex() for s in steps) == sorted(trace_ids)
+    assert {s.name for s in spans} == {"inc", "counter.outputs"}
+    attributes = {a.key: a.value for a in steps[0].attributes}
+    assert attributes["flowcause.pipeline"].string_value == "counter"
+    assert [v.string_value for v in attributes["flowcause.inputs"].array_value.values] == ["x"]
+    service = {a.key: a.value.string_value for a in received[0].resource_spans[0].resource.attributes}
+    assert service["service.name"] == "claims-service"
+
+
+def test_console_exporter_prints_spans(capsys: pytest.CaptureFixture[str]) -> None:
+    trace_ids = run_requests(TracingConfig(exporter="console"), 2)
+    out = capsys.readouterr().out
+    assert all(f"0x{t}" in out for t in trace_ids)
+    assert '"flowcause.step": "inc"' in out
+
+
+def test_settings_come_from_the_environment(monkeypatch: pytest.MonkeyPatch,
+                                            tmp_path: Path) -> None:
+    monkeypatch.setenv("FLOWCAUSE_TRACE_STORE", str(tmp_path))
+    monkeypatch.setenv("FLOWCAUSE_TRACE_MAX_VALUES", "8")
+    monkeypatch.setenv("FLOWCAUSE_TRACE_FLUSH_SECONDS", "0.5")
+    monkeypatch.delenv("OTEL_TRACES_EXPORTER", raising=False)
+    config = TracingConfig.from_env()
+    assert config == TracingConfig(store=str(tmp_path), exporter="none", max_values=8,
+                                   flush_seconds=0.5)
+    assert TracingConfig.from_env(max_values=3, store=None).max_values == 3
+    tracing = build(config)
+    assert tracing is not None and tracing.exporter is None
+    tracing.collector.close()
+    assert build(TracingConfig()) is None
+    monkeypatch.setenv("OTEL_TRACES_EXPORTER", "zipkin")
+    with pytest.raises(ValueError, match="unknown span exporter 'zipkin'"):
+        TracingConfig.from_env()
+    monkeypatch.setenv("OTEL_TRACES_EXPORTER", "none")
+    monkeypatch.setenv("FLOWCAUSE_TRACE_MAX_VALUES", "many")
+    with pytest.raises(ValueError, match="FLOWCAUSE_TRACE_MAX_VALUES='many'"):
+        TracingConfig.from_env()

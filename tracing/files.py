@@ -1,0 +1,143 @@
+"""The trace store on disk: two Parquet tables, partitioned, written one batch at a time.
+
+```
+PATH/nodes/pipeline=<name>/date=<YYYY-MM-DD>/<batch>.parquet     one row per node decision
+PATH/tensors/pipeline=<name>/date=<YYYY-MM-DD>/<batch>.parquet   one row per tensor
+```
+
+A batch is committed in two atomic steps: its tensors file, then its nodes file, each
+written to a hidden temporary file, fsync'ed, and renamed into place (then the directory is
+fsync'ed). Readers take a batch only once its nodes file exists, so a crash at any moment
+leaves complete files only: at worst the batch being written is lost, or its tensors file
+stays behind without a nodes file and is ignored. Pipeline names are percent-encoded in
+directory names; ``date`` is the UTC day of each row's time.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from collections.abc import Iterable, Iterator
+from datetime import date, timedelta
+from pathlib import Path
+from urllib.parse import quote, unquote
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+NODES = "nodes"
+TENSORS = "tensors"
+TIMESTAMP = pa.timestamp("ns", tz="UTC")
+NS_PER_DAY = 86_400 * 10**9
+
+NODE_SCHEMA = pa.schema([
+    ("request_id", pa.string()),
+    ("pipeline", pa.string()),
+    ("kind", pa.string()),  # "step" | "inputs" | "outputs" (a pipeline's input/output record)
+    ("node", pa.string()),  # step name, or "inputs"/"outputs"
+    ("generation", pa.int32()),
+    ("status", pa.string()),  # ok | error | timeout | skipped
+    ("time", TIMESTAMP),  # when the node received its first input (else when it decided)
+    ("received", TIMESTAMP),
+    ("started", TIMESTAMP),
+    ("finished", TIMESTAMP),
+    ("latency_ms", pa.float64()),  # finished - started, for steps that ran
+    ("batch_size", pa.int32()),
+    ("error", pa.string()),
+    ("parents", pa.list_(pa.string())),  # ids of the records this node consumed
+    ("trace_id", pa.string()),
+    ("span_id", pa.string()),
+    ("parent_span_ids", pa.list_(pa.string())),
+])
+
+TENSOR_SCHEMA = pa.schema([
+    ("request_id", pa.string()),
+    ("pipeline", pa.string()),
+    ("kind", pa.string()),
+    ("node", pa.string()),
+    ("generation", pa.int32()),
+    ("direction", pa.string()),  # "inputs" | "outputs" (for pipeline records: the port)
+    ("name", pa.string()),
+    ("datatype", pa.string()),
+    ("shape", pa.list_(pa.int64())),
+    ("size", pa.int64()),
+    ("value", pa.float64()),
+    ("text", pa.string()),
+    ("mean", pa.float64()),
+    ("std", pa.float64()),
+    ("min", pa.float64()),
+    ("max", pa.float64()),
+    ("l2", pa.float64()),
+    ("nan_count", pa.int64()),
+    ("hash", pa.string()),
+    ("values", pa.list_(pa.float64())),
+    ("strings", pa.list_(pa.string())),
+])
+
+
+def partition(root: Path, table: str, pipeline: str, day: date) -> Path:
+    return root / table / f"pipeline={quote(pipeline, safe='')}" / f"date={day.isoformat()}"
+
+
+def _atomic_write(table: pa.Table, directory: Path, name: str) -> None:
+    directory.mkdir(parents=True, exist_ok=True)
+    tmp = directory / f".{name}.{uuid.uuid4().hex}.tmp"
+    with open(tmp, "wb") as f:
+        pq.write_table(table, f, compression="zstd")
+        f.flush()
+        os.fsync(f.fileno())
+    os.rename(tmp, directory / name)
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_batch(root: Path, nodes: pa.Table, tensors: pa.Table, owner: np.ndarray) -> None:
+    """Commit one batch, split by (pipeline, day); ``owner[i]`` is tensor i's node row."""
+    name = f"{time.time_ns():020d}-{os.getpid()}-{uuid.uuid4().hex[:8]}.parquet"  # sorts by time
+    days = pc.cast(nodes["time"], pa.int64()).to_numpy() // NS_PER_DAY
+    pipelines = pc.dictionary_encode(nodes["pipeline"]).combine_chunks()
+    codes = pipelines.indices.to_numpy()
+    keys = np.unique(codes.astype(np.int64) * (1 << 32) + days)
+    for key in keys.tolist():
+        code, day = divmod(key, 1 << 32)
+        pipeline = pipelines.dictionary[code].as_py()
+        when = date(1970, 1, 1) + timedelta(days=day)
+        part_nodes, part_tensors = nodes, tensors
+        if len(keys) > 1:
+            rows = (codes == code) & (days == day)
+            part_nodes, part_tensors = nodes.filter(rows), tensors.filter(rows[owner])
+        _atomic_write(part_tensors, partition(root, TENSORS, pipeline, when), name)
+        _atomic_write(part_nodes, partition(root, NODES, pipeline, when), name)
+
+
+def _dates(directory: Path) -> Iterator[tuple[date, Path]]:
+    for d in sorted(directory.glob("date=*")):
+        try:
+            yield date.fromisoformat(d.name.removeprefix("date=")), d
+        except ValueError:
+            continue
+
+
+def pipelines(root: Path) -> list[str]:
+    return sorted(unquote(p.name.removeprefix("pipeline="))
+                  for p in (root / NODES).glob("pipeline=*"))
+
+
+def committed(root: Path, pipeline_names: Iterable[str] | None = None,
+              first: date | None = None, last: date | None = None) -> list[tuple[Path, Path]]:
+    """(nodes file, tensors file) of every committed batch, optionally by pipeline and day."""
+    out = []
+    for pipeline in pipelines(root) if pipeline_names is None else pipeline_names:
+        node_dir = root / NODES / f"pipeline={quote(pipeline, safe='')}"
+        for day, day_dir in _dates(node_dir):
+            if (first and day < first) or (last and day > last):
+                continue
+            tensor_dir = partition(root, TENSORS, pipeline, day)
+            out.extend((f, tensor_dir / f.name) for f in sorted(day_dir.glob("*.parquet")))
+    return out

@@ -1,0 +1,246 @@
+"""OpenTelemetry spans for what the engine did, built off the hot path from its events.
+
+One span per step execution (status ok, error or timeout; a skipped step did not execute
+and gets none). Its trace id and span id are exactly the ones the engine put into the
+step's output ``traceparent``, its parent is the span of the first record the step
+consumed, and further consumed records (joins) become links. A record the engine made at a
+pipeline's input stage (chained pipelines) or output stage gets a zero-length span of its
+own, parented on the span of the record it was made from, so a chained request stays one
+connected trace. A request's own record carries the client's ``traceparent``: the client
+owns that span (when the request had none, the engine made up a parent id that no span
+has, and the step spans hang off that id as a trace root).
+
+Spans are created after the fact, on the sink's export thread, as SDK ``ReadableSpan``
+objects with explicit ids, times and parent: going through ``Tracer.start_span`` would cost
+about ten times as much per span, since the tracer API is built for live spans (context,
+sampler, id generator, locking). Each batch's spans go to the exporter as one
+export call, on an export thread of the sink's own, so a slow or absent collector never
+holds up recording; when ``max_batches`` batches wait for it, new ones are dropped (counted
+in :attr:`SpanSink.dropped`).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import OrderedDict, deque
+from typing import NamedTuple
+
+from opentelemetry.sdk.resources import SERVICE_NAME, Resource
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace.export import SpanExporter
+from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode, TraceFlags
+from opentelemetry.util.types import AttributeValue
+
+from engine.lineage import Lineage
+from engine.observe import StepEvent
+from engine.tensors import Tensor
+from tracing.collector import Item, PortEvent
+
+log = logging.getLogger(__name__)
+SAMPLED = TraceFlags(TraceFlags.SAMPLED)
+UNSET = Status(StatusCode.UNSET)
+SCOPE = InstrumentationScope("flowcause.tracing")
+REMEMBERED_RECORDS = 200_000  # record id -> span id, to parent pipeline-stage spans
+
+
+def default_resource() -> Resource:
+    """``OTEL_RESOURCE_ATTRIBUTES`` / ``OTEL_SERVICE_NAME``, service name ``flowcause``
+    unless they name one."""
+    resource = Resource.create()
+    if str(resource.attributes.get(SERVICE_NAME, "")).startswith("unknown_service"):
+        resource = resource.merge(Resource({SERVICE_NAME: "flowcause"}))
+    return resource
+
+
+def _names(tensors: tuple[Tensor, ...]) -> tuple[str, ...]:
+    return tuple([t.name for t in tensors])
+
+
+_SHAPE_TEXT: dict[tuple[int, ...], str] = {}
+
+
+def _shapes(tensors: tuple[Tensor, ...]) -> tuple[str, ...]:
+    out = []
+    for t in tensors:
+        shape = t.data.shape
+        text = _SHAPE_TEXT.get(shape)
+        if text is None:
+            text = _SHAPE_TEXT[shape] = str(list(shape))
+        out.append(text)
+    return tuple(out)
+
+
+class _StepSpec(NamedTuple):
+    """What a step span needs, copied out of the event on the event loop."""
+
+    lineage: Lineage
+    pipeline: str
+    step: str
+    status: str
+    batch_size: int
+    error: str | None
+    parent_span_ids: tuple[str, ...]
+    inputs: tuple[str, ...]
+    input_shapes: tuple[str, ...]
+    outputs: tuple[str, ...]
+    output_shapes: tuple[str, ...]
+    received_ns: int
+    started_ns: int
+    finished_ns: int
+
+
+class _PortSpec(NamedTuple):
+    lineage: Lineage
+    pipeline: str
+    port: str
+    tensors: tuple[str, ...]
+    shapes: tuple[str, ...]
+    time_ns: int
+
+
+class SpanSink:
+    """Collector sink that turns engine events into spans and exports them.
+
+    On the event loop :meth:`consume` only copies names, ids and times out of the events;
+    the export thread builds the SDK span objects and exports them, one call per batch.
+    """
+
+    def __init__(self, exporter: SpanExporter, resource: Resource | None = None,
+                 max_batches: int = 256) -> None:
+        self.exporter = exporter
+        self.resource = resource or default_resource()
+        self.max_batches = max_batches
+        self.dropped = 0
+        self._span_of_record: OrderedDict[str, int] = OrderedDict()
+        self._batches: deque[list[_StepSpec | _PortSpec]] = deque()
+        self._ready = threading.Condition()
+        self._exporting = False
+        self._closed = False
+        self._thread = threading.Thread(target=self._export, name="flowcause-span-export",
+                                        daemon=True)
+        self._thread.start()
+
+    def consume(self, items: list[Item]) -> None:
+        specs: list[_StepSpec | _PortSpec] = []
+        for item in items:
+            if type(item) is PortEvent:
+                tensors = item.record.tensors
+                specs.append(_PortSpec(item.record.lineage, item.pipeline, item.port,
+                                       _names(tensors), _shapes(tensors), item.time_ns))
+            elif item.status != "skipped":  # a step that did not execute has no span
+                e: StepEvent = item
+                specs.append(_StepSpec(e.lineage, e.pipeline, e.step, e.status, e.batch_size,
+                                       e.error, e.parent_span_ids, _names(e.inputs),
+                                       _shapes(e.inputs), _names(e.outputs), _shapes(e.outputs),
+                                       e.received_ns, e.started_ns, e.finished_ns))
+        with self._ready:
+            if len(self._batches) >= self.max_batches:
+                self.dropped += len(specs)
+                return
+            self._batches.append(specs)
+            self._ready.notify_all()
+
+    def _export(self) -> None:
+        while True:
+            with self._ready:
+                while not self._batches and not self._closed:
+                    self._ready.wait()
+                if not self._batches:
+                    return
+                specs = self._batches.popleft()
+                self._exporting = True
+            try:
+                spans = [self._port_span(s) if type(s) is _PortSpec else self._step_span(s)
+                         for s in specs]
+                while len(self._span_of_record) > REMEMBERED_RECORDS:
+                    self._span_of_record.popitem(last=False)
+                self.exporter.export([s for s in spans if s is not None])
+            except Exception:  # noqa: BLE001 - an exporter failure must not stop tracing
+                log.exception("span export failed; %d spans lost", len(specs))
+            with self._ready:
+                self._exporting = False
+                self._ready.notify_all()
+
+    def wait_exported(self) -> None:
+        """Block until every batch consumed so far has been exported (or failed)."""
+        with self._ready:
+            while self._batches or self._exporting:
+                self._ready.wait()
+
+    def _step_span(self, spec: _StepSpec) -> ReadableSpan:
+        lin = spec.lineage
+        trace_id, span_id = int(lin.trace_id, 16), int(lin.span_id, 16)
+        self._span_of_record[lin.record_id] = span_id
+        parents = [SpanContext(trace_id, int(p, 16), True, SAMPLED) for p in spec.parent_span_ids]
+        attributes: dict[str, AttributeValue] = {
+            "flowcause.pipeline": spec.pipeline,
+            "flowcause.step": spec.step,
+            "flowcause.request_id": lin.request_id,
+            "flowcause.generation": lin.generation,
+            "flowcause.status": spec.status,
+            "flowcause.batch_size": spec.batch_size,
+            "flowcause.inputs": spec.inputs,
+            "flowcause.input_shapes": spec.input_shapes,
+            "flowcause.outputs": spec.outputs,
+            "flowcause.output_shapes": spec.output_shapes,
+        }
+        status = UNSET
+        if spec.error is not None:
+            attributes["flowcause.error"] = spec.error
+            status = Status(StatusCode.ERROR, spec.error)
+        if spec.received_ns and spec.started_ns:
+            attributes["flowcause.join_wait_ms"] = (spec.started_ns - spec.received_ns) / 1e6
+        return ReadableSpan(
+            name=spec.step,
+            context=SpanContext(trace_id, span_id, False, SAMPLED),
+            parent=parents[0] if parents else None,
+            resource=self.resource,
+            attributes=attributes,
+            links=[Link(p) for p in parents[1:]],
+            kind=SpanKind.INTERNAL,
+            status=status,
+            start_time=spec.started_ns or spec.received_ns or spec.finished_ns,
+            end_time=spec.finished_ns,
+            instrumentation_scope=SCOPE,
+        )
+
+    def _port_span(self, spec: _PortSpec) -> ReadableSpan | None:
+        lin = spec.lineage
+        trace_id, span_id = int(lin.trace_id, 16), int(lin.span_id, 16)
+        self._span_of_record[lin.record_id] = span_id
+        if not lin.parents:
+            return None  # the request's own record: its span is the client's
+        known = [self._span_of_record.get(p) for p in lin.parents]
+        parents = [SpanContext(trace_id, s, True, SAMPLED) for s in known if s is not None]
+        return ReadableSpan(
+            name=f"{spec.pipeline}.{spec.port}",
+            context=SpanContext(trace_id, span_id, False, SAMPLED),
+            parent=parents[0] if parents else None,
+            resource=self.resource,
+            attributes={
+                "flowcause.pipeline": spec.pipeline,
+                "flowcause.port": spec.port,
+                "flowcause.request_id": lin.request_id,
+                "flowcause.generation": lin.generation,
+                "flowcause.tensors": spec.tensors,
+                "flowcause.shapes": spec.shapes,
+            },
+            links=[Link(p) for p in parents[1:]],
+            kind=SpanKind.INTERNAL,
+            start_time=spec.time_ns,
+            end_time=spec.time_ns,
+            instrumentation_scope=SCOPE,
+        )
+
+    def flush(self) -> None:
+        """Nothing to do: batches are exported as they come, and the collector's periodic
+        flush must not wait for a slow exporter (:meth:`wait_exported` does)."""
+
+    def close(self) -> None:
+        with self._ready:
+            self._closed = True
+            self._ready.notify_all()
+        self._thread.join()
+        self.exporter.shutdown()

@@ -1,0 +1,159 @@
+"""Reading the trace store: a pipeline's wide frame, one request's lineage, a summary.
+
+Times given to :meth:`TraceStore.frame` may be datetimes (naive ones are taken as UTC),
+pandas Timestamps, ISO-8601 strings, or numbers (epoch seconds); the window is half-open,
+``start <= arrival < end``, on the request's arrival at the pipeline's inputs topic.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.dataset as ds
+
+from engine.tensors import DTYPES
+from tracing.files import NODE_SCHEMA, TENSOR_SCHEMA, committed, pipelines
+from tracing.frame import wide_frame
+from tracing.layout import to_layout
+
+TimeLike = datetime | pd.Timestamp | str | float | int | None
+FRAME_NODE_COLUMNS = ["request_id", "kind", "node", "generation", "status", "time", "finished",
+                      "latency_ms"]
+FRAME_TENSOR_COLUMNS = ["request_id", "kind", "node", "generation", "direction", "name",
+                        "datatype", "size", "value", "text", "mean", "std", "min", "max", "l2",
+                        "nan_count", "hash"]
+# A step decides after its request arrived; rows of requests that arrived before midnight may
+# land in the next day's partition, so a window reads one more day than it spans.
+LATE_DAYS = 1
+
+
+def to_timestamp(value: TimeLike) -> pd.Timestamp | None:
+    if value is None:
+        return None
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return pd.Timestamp(int(value * 1e9), unit="ns", tz="UTC")
+    stamp = pd.Timestamp(value)
+    return stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
+
+
+def _read(files: list[Path], schema: pa.Schema, columns: list[str] | None = None,
+          where: ds.Expression | None = None) -> pd.DataFrame:
+    if not files:
+        names = columns or schema.names
+        return schema.empty_table().select(names).to_pandas()
+    dataset = ds.dataset([str(f) for f in files], schema=schema, format="parquet")
+    return dataset.to_table(columns=columns, filter=where).to_pandas()
+
+
+@dataclass
+class PipelineSummary:
+    pipeline: str
+    requests: int
+    first: pd.Timestamp | None
+    last: pd.Timestamp | None
+    status: dict[str, dict[str, int]]  # step -> status -> count
+    latency_ms: dict[str, float]  # step -> median latency of the runs
+    batches: int
+
+
+class TraceStore:
+    """A trace store directory written by :class:`tracing.recorder.StoreRecorder`."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.root = Path(path)
+        if not self.root.is_dir():
+            raise FileNotFoundError(f"no trace store at {self.root}")
+
+    def pipelines(self) -> list[str]:
+        return pipelines(self.root)
+
+    def frame(self, pipeline: str, start: TimeLike = None, end: TimeLike = None, *,
+              layout: Mapping[str, str] | None = None) -> pd.DataFrame:
+        """One row per request of ``pipeline`` that arrived in ``[start, end)``, indexed by
+        request id (see :mod:`tracing.frame` for the columns). With ``layout`` (column name
+        -> reference, as loaded by :func:`tracing.layout.load_layout`) the frame is turned
+        into that layout by :func:`tracing.layout.to_layout`."""
+        lo, hi = to_timestamp(start), to_timestamp(end)
+        files = committed(self.root, [pipeline],
+                          lo.date() if lo is not None else None,
+                          (hi.date() + timedelta(days=LATE_DAYS)) if hi is not None else None)
+        nodes = _read([n for n, _ in files], NODE_SCHEMA, FRAME_NODE_COLUMNS)
+        arrivals = nodes.loc[nodes["kind"] == "inputs", "request_id"].unique()
+        tensors = _read([t for _, t in files if t.exists()], TENSOR_SCHEMA, FRAME_TENSOR_COLUMNS,
+                        ds.field("request_id").isin(pa.array(arrivals, pa.string())))
+        frame = wide_frame(pipeline, nodes, tensors, lo, hi)
+        return frame if layout is None else to_layout(frame, layout)
+
+    def records(self, request_id: str) -> pd.DataFrame:
+        """Everything recorded for one request, in every pipeline it passed: one row per node
+        decision (all fields of the nodes table), in the order they finished, with the id of
+        the record the node produced (``record_id``, as its children's ``parents`` name it)
+        and ``inputs`` and ``outputs`` columns mapping tensor names to :func:`tensor_view`
+        dicts (a pipeline record's tensors are under its port)."""
+        files = committed(self.root)
+        where = ds.field("request_id") == request_id
+        nodes = _read([n for n, _ in files], NODE_SCHEMA, where=where)
+        tensors = _read([t for _, t in files if t.exists()], TENSOR_SCHEMA, where=where)
+        keys = ["pipeline", "kind", "node", "generation"]
+        views: dict[tuple[Any, ...], dict[str, dict[str, Any]]] = {}
+        for row in tensors.to_dict("records"):
+            key = (*(row[k] for k in keys), row["direction"])
+            views.setdefault(key, {})[row["name"]] = tensor_view(row)
+        nodes = nodes.sort_values("finished", kind="stable").reset_index(drop=True)
+        origin = nodes["node"].where(nodes["kind"] != "step", nodes["node"] + ".outputs")
+        nodes["record_id"] = (nodes["request_id"] + "/" + nodes["pipeline"] + "/" + origin + "/"
+                              + nodes["generation"].astype(str))
+        for port in ("inputs", "outputs"):
+            nodes[port] = [views.get((*(r[k] for k in keys), port), {})
+                           for r in nodes[keys].to_dict("records")]
+        return nodes
+
+    def summary(self) -> list[PipelineSummary]:
+        out = []
+        for pipeline in self.pipelines():
+            files = committed(self.root, [pipeline])
+            nodes = _read([n for n, _ in files], NODE_SCHEMA, FRAME_NODE_COLUMNS)
+            inputs = nodes[nodes["kind"] == "inputs"]
+            steps = nodes[nodes["kind"] == "step"]
+            counts = steps.groupby(["node", "status"]).size()
+            status: dict[str, dict[str, int]] = {}
+            for (step, state), n in counts.items():
+                status.setdefault(step, {})[state] = int(n)
+            out.append(PipelineSummary(
+                pipeline=pipeline,
+                requests=inputs["request_id"].nunique(),
+                first=inputs["time"].min() if len(inputs) else None,
+                last=inputs["time"].max() if len(inputs) else None,
+                status=status,
+                latency_ms={k: float(v) for k, v in
+                            steps.groupby("node")["latency_ms"].median().dropna().items()},
+                batches=len(files),
+            ))
+        return out
+
+
+def tensor_view(row: Mapping[str, Any]) -> dict[str, Any]:
+    """One recorded tensor: ``datatype``, ``shape``, ``data`` (the full tensor as a numpy
+    array when the store kept it, else None) and its summaries."""
+    shape = [int(d) for d in row["shape"]]
+    datatype = row["datatype"]
+    data: np.ndarray | None = None
+    if row["size"] == 1:
+        single = row["text"] if datatype == "BYTES" else row["value"]
+        data = np.array([single], dtype=DTYPES[datatype]).reshape(shape)
+    elif row["values"] is not None:
+        data = np.asarray(row["values"], np.float64).astype(DTYPES[datatype]).reshape(shape)
+    elif row["strings"] is not None:
+        data = np.array(list(row["strings"]), dtype=object).reshape(shape)
+    view = {"datatype": datatype, "shape": shape, "data": data,
+            "hash": row["hash"] if isinstance(row["hash"], str) else None}
+    view.update({k: row[k] for k in ("mean", "std", "min", "max", "l2", "nan_count")
+                 if not pd.isna(row[k])})
+    return view
