@@ -1,0 +1,99 @@
+"""The two sets of requests a report compares, from a trace store or from reference CSVs.
+
+A trace store gives frames with columns named by references (:mod:`tracing.frame`); CSV
+files keep their own column names, and the layout (column name -> reference,
+``tracing.layout``) goes with them to the causal module. CSV rows carry no time, status or
+latency, so their reports have no timeline and no lineage.
+
+Chained pipelines (one pipeline's inputs fed by another's outputs) are compared together:
+the window selects requests of the *target* pipeline (where traffic enters) and the frames
+of the other pipelines join on the request id, which stays the same along the chain.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from dashboard.windows import Window
+from engine.spec import Pipeline
+from tracing.store import TraceStore
+
+
+@dataclass
+class Comparison:
+    pipelines: list[Pipeline]  # every pipeline compared, in spec order
+    target: str
+    reference: pd.DataFrame
+    incident: pd.DataFrame
+    source: dict[str, Any] = field(default_factory=dict)  # what was read, for the report
+    store: TraceStore | None = None
+    layout: dict[str, str] | None = None  # column name -> reference, for tables in a layout
+
+
+def choose_target(pipelines: Sequence[Pipeline], name: str | None = None) -> str:
+    """``name``, else the only pipeline, else the only one not fed by another pipeline."""
+    names = [p.name for p in pipelines]
+    if name is not None:
+        if name not in names:
+            raise ValueError(f"no pipeline {name!r} among {', '.join(names) or 'none'}")
+        return name
+    entries = [p.name for p in pipelines if p.input is None]
+    if len(names) == 1 or len(entries) == 1:
+        return names[0] if len(names) == 1 else entries[0]
+    raise ValueError(f"several pipelines ({', '.join(names)}): choose the target pipeline by name")
+
+
+def window_frame(store: TraceStore, pipelines: Sequence[Pipeline], target: str, window: Window
+                 ) -> pd.DataFrame:
+    first = window.select(store, target)
+    others = [p for p in pipelines if p.name != target]
+    if not others or first.empty:
+        return first
+    start = first["time"].min()  # chained pipelines see a request after its target does
+    return first.join([store.frame(p.name, start).drop(columns="time") for p in others], how="left")
+
+
+def _window_summary(window: Window, frame: pd.DataFrame) -> dict[str, Any]:
+    times = frame["time"] if len(frame) else None
+    return {"window": window.text, "requests": len(frame),
+            "first": times.min().isoformat() if times is not None else None,
+            "last": times.max().isoformat() if times is not None else None}
+
+
+def from_store(store: TraceStore, pipelines: Sequence[Pipeline], reference: Window, incident: Window,
+               target: str | None = None) -> Comparison:
+    """The windows of ``store``; of ``pipelines`` only those the store holds count."""
+    held = set(store.pipelines())
+    traced = [p for p in pipelines if p.name in held]
+    if not traced:
+        raise ValueError(f"the store at {store.root} holds none of the pipelines "
+                         f"{', '.join(p.name for p in pipelines)} (it holds {', '.join(sorted(held))})")
+    target = choose_target(traced, target)
+    ref = window_frame(store, traced, target, reference)
+    inc = window_frame(store, traced, target, incident)
+    source = {"kind": "trace store", "store": str(store.root), "pipelines": [p.name for p in traced],
+              "target": target, "reference": _window_summary(reference, ref),
+              "incident": _window_summary(incident, inc)}
+    return Comparison(traced, target, ref, inc, source, store)
+
+
+def from_csv(pipeline: Pipeline, reference: str | Path, incident: str | Path,
+             layout: Mapping[str, str], layout_file: str | None = None) -> Comparison:
+    """Two tables in a reference layout; their rows are indexed ``row<N>``."""
+    frames = []
+    for path in (reference, incident):
+        table = pd.read_csv(path)
+        missing = [c for c in layout if c not in table.columns]
+        if missing:
+            raise ValueError(f"{path}: the layout's columns {missing} are not in the file")
+        table.index = pd.Index([f"row{i}" for i in range(len(table))], name="request_id")
+        frames.append(table)
+    source = {"kind": "reference CSVs", "layout": layout_file,
+              "reference": {"file": str(reference), "requests": len(frames[0])},
+              "incident": {"file": str(incident), "requests": len(frames[1])}}
+    return Comparison([pipeline], pipeline.name, frames[0], frames[1], source, layout=dict(layout))

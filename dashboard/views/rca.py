@@ -1,0 +1,91 @@
+"""The root-cause page: choose two windows and a method, see the ranking and its evidence.
+
+Everything shown comes from :func:`dashboard.report.build_report`, the function behind the
+offline report, so the page and a report on the same choices agree.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+
+import causal
+from dashboard import context
+from dashboard.context import option, settings_specs, store_version
+from dashboard.dag import dag_svg, step_graph
+from dashboard.html_report import render_html, verdict
+from dashboard.plots import distribution_figure, timeline_figure
+from dashboard.report import (
+    HEALTH_HEADER,
+    RANKING_HEADER,
+    Report,
+    graph_ranks,
+    health_rows,
+    ranking_rows,
+    window_column,
+    window_spans,
+)
+from dashboard.settings import Settings
+from dashboard.stats import stat_lines
+from dashboard.views.common import default_windows, pipelines_or_stop
+from dashboard.windows import WindowError, parse_window
+
+
+def ranking_table(report: Report) -> pd.DataFrame:
+    return pd.DataFrame(ranking_rows(report.ranking), columns=RANKING_HEADER)
+
+
+def _evidence(report: Report) -> None:
+    ref, inc = report.comparison.reference, report.comparison.incident
+    for e in report.evidence:
+        st.markdown(f"**#{e.rank} {e.candidate.step}**: its outputs, then its parents'")
+        columns = e.own + e.parents
+        for start in range(0, len(columns), 3):
+            for col, name in zip(st.columns(3), columns[start:start + 3], strict=False):
+                col.pyplot(distribution_figure(name, window_column(ref, name), window_column(inc, name)))
+
+
+def render(settings: Settings) -> None:
+    st.title("Root cause")
+    pipeline = option("pipeline", pipelines_or_stop(settings), "Pipeline", "rca_pipeline")
+    known = settings_specs(settings)
+    if pipeline not in known:
+        st.warning(f"No spec for pipeline `{pipeline}`: start the dashboard with `--pipeline FILE.yaml`.")
+        st.stop()
+    version = store_version(settings.store)
+    ref_default, inc_default = default_windows(settings, pipeline, version)
+    left, middle, right = st.columns(3)
+    reference = left.text_input("Reference window", st.query_params.get("reference", ref_default),
+                                help="T0..T1 (ISO or epoch seconds), first:N or last:N")
+    incident = middle.text_input("Incident window", st.query_params.get("incident", inc_default))
+    with right:
+        method = option("method", list(causal.METHODS), "Method", "rca_method", sidebar=False)
+    try:
+        parse_window(reference), parse_window(incident)
+    except WindowError as exc:
+        st.error(str(exc))
+        st.stop()
+    with st.spinner("Localising…"):
+        report = context.report(settings.store, pipeline, tuple(known.values()), reference, incident,
+                                method, "", version)
+    source = report.comparison.source
+    st.caption(f"reference: {source['reference']['requests']} requests, incident: "
+               f"{source['incident']['requests']} requests; ranking took {report.ranking.seconds:.2f} s")
+    (st.success if report.suspect is None else st.error)(verdict(report))
+    notes = stat_lines(report.stats["incident"]) if report.stats else {}
+    for spec in report.comparison.pipelines:
+        st.image(dag_svg(step_graph(spec), notes=notes, ranks=graph_ranks(report, spec)), caption=spec.name)
+    st.subheader("Ranked candidates")
+    st.dataframe(ranking_table(report), hide_index=True)
+    st.subheader("Evidence: reference (blue) against incident (red)")
+    _evidence(report)
+    st.subheader("Step latency and error rate")
+    st.dataframe(pd.DataFrame(health_rows(report), columns=HEALTH_HEADER), hide_index=True)
+    if report.timeline is not None and len(report.timeline):
+        st.pyplot(timeline_figure(report.timeline, window_spans(report)))
+    if report.request_id:
+        st.markdown(f"Lineage of an incident request: [`{report.request_id}`]"
+                    f"(?page=traces&pipeline={pipeline}&request={report.request_id})")
+    if st.button("Build the HTML report"):
+        st.download_button("Download report.html", render_html(report), file_name="report.html",
+                           mime="text/html")
