@@ -134,7 +134,7 @@ async def raw_relay(bootstrap: str, n: int) -> tuple[float, list[list[int]]]:
             while True:
                 batches = await consumer.getmany(timeout_ms=20, max_records=500)
                 acks = [await producer.send(dst, m.value, key=m.key, partition=m.partition,
-                                            headers=m.headers)
+                                            headers=list(m.headers))
                         for messages in batches.values() for m in messages]
                 await asyncio.gather(*acks)
                 if batches:
@@ -147,6 +147,10 @@ async def raw_relay(bootstrap: str, n: int) -> tuple[float, list[list[int]]]:
     await asyncio.sleep(2)  # group joins
     done = asyncio.create_task(wait_count(bootstrap, path[-1], n))
     start = await send_all(bootstrap, path[0], n)
+    await asyncio.wait([done, *stages], return_when=asyncio.FIRST_COMPLETED)
+    for s in stages:
+        if s.done():
+            s.result()  # a stage that died raises here instead of hanging the benchmark
     end = await done
     for s in stages:
         s.cancel()

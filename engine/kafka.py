@@ -91,6 +91,8 @@ class KafkaTransport:
         self._errors_topic: str | None = None
         self._lock = asyncio.Lock()  # one batch (or one rebalance) at a time
         self._last: dict[TopicPartition, int] = {}
+        self._committed: dict[TopicPartition, int] = {}
+        self._commit: asyncio.Future[None] | None = None
         self.stats = {"consumed": 0, "produced": 0, "poison": 0, "oversized": 0}
 
     # -- Transport protocol ----------------------------------------------------------------
@@ -235,8 +237,13 @@ class KafkaTransport:
                             await self._producer.send_offsets_to_transaction(  # type: ignore[union-attr]
                                 offsets, self.group_id)
                         await self._producer.commit_transaction()  # type: ignore[union-attr]
-                elif offsets:
-                    await consumer.commit(offsets)
+                elif offsets and offsets != self._committed:
+                    # The outputs of these offsets are acknowledged, so committing them may
+                    # overlap with the next batch; one commit in flight at a time.
+                    if self._commit is not None:
+                        await self._commit
+                    self._committed = offsets
+                    self._commit = asyncio.ensure_future(consumer.commit(offsets))
 
     async def _settle(self) -> None:
         """Produce the outbox; let steps that run as tasks finish and produce theirs too."""
@@ -258,6 +265,9 @@ class KafkaTransport:
 
     async def _on_revoked(self, revoked: set[TopicPartition]) -> None:
         async with self._lock:
+            if self._commit is not None:
+                with contextlib.suppress(Exception):
+                    await self._commit
             await self._settle()
             offsets = {tp: off for tp, off in self._committable().items() if tp in revoked}
             if offsets and not self.exactly_once:
