@@ -1,0 +1,76 @@
+"""``flowcause localise``: rank the steps behind a shift between two windows, or behind one
+bad request (``--request``)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from causal import METHODS, explain_request, graph_for, localise
+from causal.frames import read_window
+from engine.spec import load_pipelines
+
+
+def _options(pairs: list[str]) -> dict[str, object]:
+    """``KEY=VALUE`` method options; values are read as JSON when they parse (numbers,
+    booleans), else kept as strings."""
+    out: dict[str, object] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"--option expects KEY=VALUE, got {pair!r}")
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value
+    return out
+
+
+def cmd_localise(args: argparse.Namespace) -> int:
+    pipelines = [p for f in args.pipeline for p in load_pipelines(Path(f))]
+    names = [p.name for p in pipelines]
+    layout = None
+    if args.layout:
+        from tracing.layout import load_layout
+
+        layout = load_layout(args.layout)
+    reference = read_window(args.reference, names, layout)
+    incident = read_window(args.incident, names, layout)
+    graph = graph_for(pipelines, reference, incident, layout=layout)
+    opts = _options(args.option)
+    if args.request is None:
+        ranking = localise(graph, reference, incident, args.method, **opts)
+    else:
+        index = incident.index.astype(str)
+        if args.request not in set(index):
+            raise SystemExit(f"request {args.request!r} is not in the incident window")
+        row = incident[index == args.request].iloc[:1]
+        ranking = explain_request(graph, reference, row, args.method, **opts)
+    if args.format == "json":
+        print(ranking.to_json(indent=2))
+    else:
+        print(ranking.table(args.top))
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "localise", help="rank the steps that caused a shift between two windows (or one "
+        "bad request)", description=__doc__)
+    p.add_argument("--pipeline", action="append", required=True, metavar="P.yaml",
+                   help="pipeline spec; repeat for chained pipelines")
+    p.add_argument("--reference", required=True, metavar="REF",
+                   help="normal traffic: CSV file(s) (glob allowed) or store:PATH@T0..T1")
+    p.add_argument("--incident", required=True, metavar="INC",
+                   help="traffic to explain, same forms as --reference")
+    p.add_argument("--method", default="flowcause", choices=sorted(METHODS))
+    p.add_argument("--layout", metavar="FILE",
+                   help="column layout of the data (e.g. causal/layouts/insurance_claims.yaml)")
+    p.add_argument("--request", metavar="ID",
+                   help="explain this one incident request (row id; for CSV the row number)")
+    p.add_argument("--format", choices=("text", "json"), default="text")
+    p.add_argument("--top", type=int, default=10, help="rows of the text table")
+    p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                   help="method option, e.g. alpha=0.05 or num_samples=500 (repeatable)")
+    p.set_defaults(func=cmd_localise)

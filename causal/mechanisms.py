@@ -1,0 +1,375 @@
+"""Per-node mechanisms learned from reference data: how a node follows from its parents.
+
+Every node of a dataflow graph is observed together with all of its causes, so its mechanism
+can be learned directly:
+
+- a *continuous* node gets a regime-wise linear regression: the discrete parents (branch
+  indicators, triggers, "absent" flags) select a regime, each regime a linear function of
+  the continuous parents, optionally with hinge terms when leave-one-out error says the
+  relation bends; plus a classifier for whether the node is absent. Dataflow steps are
+  often exact functions of their inputs, so an exact fit leaves residual 0 and any later
+  departure shows;
+- a *discrete* node gets a decision tree over its parents with smoothed leaf frequencies;
+- a root is either of these with no parents: its marginal distribution.
+
+A mechanism gives, for rows of the encoded matrix (all nodes, :mod:`causal.encoding`): the
+*channels* to compare between windows (a discrete node's level; a continuous node's
+presence and, where present, its value), each as the mid probability-integral transform
+(PIT) given the parents plus a context (the leaf of a tree: rows of one context share their
+predicted distribution, so comparing windows context by context keeps a shift of the parents
+from looking like a change of the node); a per-row surprise; the request's own noise
+(abduction) and values from parents and noise.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+from scipy.stats import norm
+from sklearn.tree import DecisionTreeClassifier
+
+from causal.encoding import Encoding
+
+EXACT_TOLERANCE = 1e-8  # residuals below this fraction of the node's scale count as zero
+SMOOTHING = 1.0  # pseudo-count spread evenly over a discrete node's levels
+MAX_DEPTH = 8
+KNOTS = (0.25, 0.5, 0.75)
+MAX_INTERACTIONS = 64
+MAX_SURPRISE = 300.0  # -log10 of the smallest tail probability reported
+
+
+def _tail_surprise(p: np.ndarray) -> np.ndarray:
+    return np.minimum(-np.log10(np.maximum(p, 10.0 ** -MAX_SURPRISE)), MAX_SURPRISE)
+
+
+class Design:
+    """One node's parents as model inputs, with the parent region seen in training."""
+
+    def __init__(self, enc: Encoding, parents: list[int], X: np.ndarray) -> None:
+        discrete = enc.discrete
+        self.parents = parents
+        self.cont = [p for p in parents if not discrete[p]]
+        self.disc = [p for p in parents if discrete[p]]
+        C = X[:, self.cont]
+        observed = ~np.isnan(C)
+        count = np.maximum(observed.sum(0), 1)
+        filled = np.where(observed, C, 0.0)
+        self.low = np.where(observed, C, np.inf).min(0, initial=np.inf)
+        self.high = np.where(observed, C, -np.inf).max(0, initial=-np.inf)
+        self.mean = filled.sum(0) / count
+        spread = np.sqrt((np.where(observed, C - self.mean, 0.0) ** 2).sum(0) / count)
+        self.scale = np.where(spread > 0, spread, 1.0)
+        self.absent_seen = (~observed).any(0)
+        self.flagged = [i for i, seen in enumerate(self.absent_seen) if seen]
+        self.radix = [enc.n_levels(p) + 1 for p in self.disc] + [2] * len(self.flagged)
+        self.keys_ok = float(np.prod(np.array(self.radix, dtype=float))) < 2.0 ** 62
+        regimes = self.regimes(X)
+        keys = self.regime_keys(X)
+        self.seen = np.unique(keys) if keys is not None else np.empty(0, np.int64)
+        self.indicators = [(i, int(v)) for i in range(regimes.shape[1])
+                           for v in np.unique(regimes[:, i])]
+        z = self._standardised(X)
+        self.knots = [np.unique(np.nanquantile(z[:, i], KNOTS)) if observed[:, i].any()
+                      else np.empty(0) for i in range(len(self.cont))]
+
+    def regimes(self, X: np.ndarray) -> np.ndarray:
+        """Discrete parent codes and the "absent" flags of continuous parents, per row."""
+        flags = np.isnan(X[:, [self.cont[i] for i in self.flagged]]).astype(float)
+        return np.column_stack([X[:, self.disc], flags]) if self.radix else np.empty((len(X), 0))
+
+    def regime_keys(self, X: np.ndarray) -> np.ndarray | None:
+        """One integer per row naming its regime, when the parents have any and the key
+        fits in 64 bits."""
+        if not self.radix or not self.keys_ok:
+            return None
+        return self._keys(self.regimes(X))
+
+    def _keys(self, regimes: np.ndarray) -> np.ndarray:
+        keys = np.zeros(len(regimes), dtype=np.int64)
+        for i, base in enumerate(self.radix):
+            keys = keys * base + regimes[:, i].astype(np.int64)
+        return keys
+
+    def _standardised(self, X: np.ndarray) -> np.ndarray:
+        return (X[:, self.cont] - self.mean) / self.scale
+
+    def in_support(self, X: np.ndarray) -> np.ndarray:
+        """Rows whose parents lie where training saw them: the same discrete regime, each
+        continuous parent in its training range (or absent, if training saw it absent).
+        Outside, a learned mechanism extrapolates, and a departure would be the parents'."""
+        C = X[:, self.cont]
+        absent = np.isnan(C)
+        with np.errstate(invalid="ignore"):
+            inside = (C >= self.low - 1e-9 * np.abs(self.low)) & (
+                C <= self.high + 1e-9 * np.abs(self.high))
+        ok = np.all(inside | (absent & self.absent_seen), axis=1)
+        keys = self.regime_keys(X)
+        return ok if keys is None else ok & np.isin(keys, self.seen)
+
+    def linear(self, X: np.ndarray, hinge: bool) -> np.ndarray:
+        """Intercept, regime indicators, continuous parents (absent = 0), their products with
+        the indicators, and with ``hinge`` the hinge terms max(0, x - knot)."""
+        z = np.nan_to_num(self._standardised(X))
+        regimes = self.regimes(X)
+        ind = (np.column_stack([regimes[:, i] == v for i, v in self.indicators]).astype(float)
+               if self.indicators else np.empty((len(X), 0)))
+        cols = [np.ones((len(X), 1)), ind, z]
+        if ind.shape[1] * z.shape[1] <= MAX_INTERACTIONS:
+            cols.append((ind[:, :, None] * z[:, None, :]).reshape(len(X), -1))
+        if hinge:
+            cols += [np.maximum(z[:, [i]] - k[None, :], 0.0) for i, k in enumerate(self.knots)]
+        return np.hstack(cols)
+
+    def tree_input(self, X: np.ndarray) -> np.ndarray:
+        return X[:, self.parents]
+
+
+class Classifier:
+    """P(level | parents) of a discrete target, with smoothed counts per context.
+
+    Contexts come from the discrete parents alone (triggers, branch indicators, "absent"
+    flags) when those decide the target on the training rows, else from a decision tree
+    over all parents. Dataflow routing is decided by what arrived, not by the values that
+    happen to correlate with it: preferring the discrete causes keeps a router's fault from
+    showing up downstream through a proxy.
+    """
+
+    def __init__(self, design: Design, X: np.ndarray, y: np.ndarray, n_levels: int) -> None:
+        self.design = design
+        self.n_levels = n_levels
+        codes = y.astype(np.int64)
+        self.tree: DecisionTreeClassifier | None = None
+        self.regimes: np.ndarray | None = None
+        leaves = np.zeros(len(codes), dtype=np.int64)
+        if design.parents and len(np.unique(codes)) > 1:
+            keys = design.regime_keys(X)
+            if keys is not None:
+                regimes, inverse = np.unique(keys, return_inverse=True)
+                pairs = np.unique(np.column_stack([inverse, codes]), axis=0)
+                if len(pairs) == len(regimes):  # every regime sees a single level
+                    self.regimes, leaves = regimes, inverse
+            if self.regimes is None:
+                self.tree = DecisionTreeClassifier(
+                    max_depth=MAX_DEPTH, min_samples_leaf=max(3, len(codes) // 50),
+                    random_state=0)
+                self.tree.fit(design.tree_input(X), codes)
+                leaves = self.leaves(X)
+        n_leaves = (self.tree.tree_.node_count if self.tree is not None
+                    else len(self.regimes) + 1 if self.regimes is not None else 1)
+        counts = np.zeros((n_leaves, n_levels))
+        np.add.at(counts, (leaves, codes), 1.0)
+        if self.regimes is not None:
+            counts[-1] = counts.sum(0)  # an unseen regime gets the pooled frequencies
+        self.table = (counts + SMOOTHING / n_levels) / (counts.sum(1, keepdims=True) + SMOOTHING)
+
+    @property
+    def model(self) -> str:
+        return "tree" if self.tree is not None else "regimes" if self.regimes is not None \
+            else "frequencies"
+
+    def leaves(self, X: np.ndarray) -> np.ndarray:
+        """The context of each row: rows of one context share their probabilities."""
+        if self.regimes is not None:
+            keys = self.design.regime_keys(X)
+            assert keys is not None
+            at = np.minimum(np.searchsorted(self.regimes, keys), len(self.regimes) - 1)
+            return np.where(self.regimes[at] == keys, at, len(self.regimes))
+        if self.tree is None:
+            return np.zeros(len(X), dtype=np.int64)
+        # the fitted tree's own routine, without the input validation of every call
+        rows = np.ascontiguousarray(self.design.tree_input(X), dtype=np.float32)
+        return self.tree.tree_.apply(rows).astype(np.int64)
+
+    def proba(self, X: np.ndarray) -> np.ndarray:
+        return self.table[self.leaves(X)]
+
+    @staticmethod
+    def _below(P: np.ndarray, codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        rows = np.arange(len(codes))
+        own = P[rows, codes]
+        return np.cumsum(P, axis=1)[rows, codes] - own, own
+
+    def tail(self, X: np.ndarray, y: np.ndarray) -> np.ndarray:
+        """P(a level no more likely than the observed one): the observed level's p-value."""
+        P = self.proba(X)
+        own = P[np.arange(len(y)), y.astype(np.int64)]
+        return np.where(P <= own[:, None] * (1 + 1e-12), P, 0.0).sum(1)
+
+    def pit(self, X: np.ndarray, y: np.ndarray) -> np.ndarray:
+        """Mid PIT: the middle of the observed level's share of [0, 1]."""
+        below, own = self._below(self.proba(X), y.astype(np.int64))
+        return below + 0.5 * own
+
+    def abduct(self, X: np.ndarray, y: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """Randomised PIT: a uniform draw in the observed level's share, which
+        :meth:`generate` maps back to the same level while the parents stay the same."""
+        below, own = self._below(self.proba(X), y.astype(np.int64))
+        return below + rng.random(len(y)) * own
+
+    def generate(self, X: np.ndarray, u: np.ndarray) -> np.ndarray:
+        cum = np.cumsum(self.proba(X), axis=1)
+        return np.minimum((cum <= u[:, None]).sum(1), self.n_levels - 1).astype(float)
+
+
+@dataclass(frozen=True)
+class Channel:
+    """One aspect of a node to compare between windows, per row: its mid PIT, its context
+    (rows of one context share their predicted distribution) and whether the row counts."""
+
+    name: str
+    pit: np.ndarray
+    context: np.ndarray
+    valid: np.ndarray
+
+
+class Mechanism(Protocol):
+    node: int
+    design: Design
+    model: str
+
+    def channels(self, X: np.ndarray) -> list[Channel]: ...
+
+    def surprise(self, X: np.ndarray) -> np.ndarray: ...
+
+    def abduct(self, X: np.ndarray, rng: np.random.Generator) -> np.ndarray: ...
+
+    def generate(self, X: np.ndarray, noise: np.ndarray, rng: np.random.Generator
+                 ) -> np.ndarray: ...
+
+
+class DiscreteMechanism:
+    """A discrete node; its noise is a randomised PIT in column 0 of the noise array."""
+
+    def __init__(self, enc: Encoding, node: int, parents: list[int], X: np.ndarray) -> None:
+        self.node = node
+        self.design = Design(enc, parents, X)
+        self.classifier = Classifier(self.design, X, X[:, node], enc.n_levels(node))
+        self.model = self.classifier.model
+
+    def channels(self, X: np.ndarray) -> list[Channel]:
+        return [Channel("level", self.classifier.pit(X, X[:, self.node]),
+                        self.classifier.leaves(X), np.ones(len(X), dtype=bool))]
+
+    def surprise(self, X: np.ndarray) -> np.ndarray:
+        return _tail_surprise(self.classifier.tail(X, X[:, self.node]))
+
+    def abduct(self, X: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        u = self.classifier.abduct(X, X[:, self.node], rng)
+        return np.column_stack([u, np.full(len(X), np.nan)])
+
+    def generate(self, X: np.ndarray, noise: np.ndarray, rng: np.random.Generator
+                 ) -> np.ndarray:
+        return self.classifier.generate(X, noise[:, 0])
+
+
+def _lstsq(D: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, float]:
+    """Least-squares coefficients and the leave-one-out mean squared error (PRESS)."""
+    U, s, Vt = np.linalg.svd(D, full_matrices=False)
+    k = int(np.sum(s > s[0] * 1e-10)) if len(s) and s[0] > 0 else 0
+    if k == 0:
+        return np.zeros(D.shape[1]), float(np.mean(y ** 2))
+    Uk = U[:, :k]
+    coef = Vt[:k].T @ ((Uk.T @ y) / s[:k])
+    leverage = np.einsum("ij,ij->i", Uk, Uk)
+    residual = y - D @ coef
+    with np.errstate(divide="ignore", invalid="ignore"):
+        loo = np.where(leverage < 1 - 1e-8, residual / (1 - leverage), np.inf)
+    return coef, float(np.mean(loo ** 2))
+
+
+class ContinuousMechanism:
+    """A continuous node: value = regression(parents) + residual, and whether it is absent.
+
+    Its noise is (randomised PIT of the absent/present state, residual).
+    """
+
+    def __init__(self, enc: Encoding, node: int, parents: list[int], X: np.ndarray) -> None:
+        self.node = node
+        self.design = Design(enc, parents, X)
+        x = X[:, node]
+        present = ~np.isnan(x)
+        self.presence = Classifier(self.design, X, present.astype(float), 2)
+        self.coef: np.ndarray | None = None
+        self.hinge = False
+        self.model = "none"
+        self.tolerance = 0.0
+        self.residuals = np.zeros(1)
+        self.centre, self.spread = 0.0, 1.0
+        if present.any():
+            xp = x[present]
+            self.tolerance = EXACT_TOLERANCE * max(float(np.max(np.abs(xp))), 1e-300)
+            coef, press = _lstsq(self.design.linear(X, hinge=False)[present], xp)
+            self.coef, self.model = coef, "linear"
+            if press > (self.tolerance ** 2) and self.design.cont:
+                coef_h, press_h = _lstsq(self.design.linear(X, hinge=True)[present], xp)
+                if press_h < 0.8 * press:
+                    self.coef, self.hinge, self.model = coef_h, True, "hinge"
+            self.residuals = np.sort(self._residual(X)[present])
+            self.centre = float(np.median(self.residuals))
+            mad = 1.4826 * float(np.median(np.abs(self.residuals - self.centre)))
+            std = float(np.std(self.residuals))
+            self.spread = max(mad if mad > 0 else std, self.tolerance)
+
+    def _predict(self, X: np.ndarray) -> np.ndarray:
+        assert self.coef is not None
+        return self.design.linear(X, self.hinge) @ self.coef
+
+    def _residual(self, X: np.ndarray) -> np.ndarray:
+        """Residual of present rows (NaN for absent ones); tiny residuals are exactly 0."""
+        if self.coef is None:
+            return np.full(len(X), np.nan)
+        r = X[:, self.node] - self._predict(X)
+        r[np.abs(r) <= self.tolerance] = 0.0
+        return r
+
+    def channels(self, X: np.ndarray) -> list[Channel]:
+        """Whether the node is present (given its parents), and the residual's mid PIT among
+        training residuals on present rows; an exact fit puts every such row at 0.5."""
+        state = ~np.isnan(X[:, self.node])
+        presence = Channel("presence", self.presence.pit(X, state.astype(float)),
+                           self.presence.leaves(X), np.ones(len(X), dtype=bool))
+        r = np.nan_to_num(self._residual(X))
+        n = len(self.residuals)
+        within = (np.searchsorted(self.residuals, r, "left")
+                  + np.searchsorted(self.residuals, r, "right")) / (2.0 * n)
+        if self.coef is None:
+            within = np.ones(len(X))
+        return [presence, Channel("value", within, np.zeros(len(X), dtype=np.int64), state)]
+
+    def surprise(self, X: np.ndarray) -> np.ndarray:
+        """-log10 p of the row: the absent/present state's tail, or the residual's two-sided
+        normal tail against the robust residual spread, whichever is more surprising."""
+        state = ~np.isnan(X[:, self.node])
+        state_surprise = _tail_surprise(self.presence.tail(X, state.astype(float)))
+        r = self._residual(X)
+        z = np.abs(np.nan_to_num(r) - self.centre) / self.spread
+        value_surprise = np.where(np.isnan(r), 0.0,
+                                  np.minimum(-(norm.logsf(z) + np.log(2)) / np.log(10),
+                                             MAX_SURPRISE))
+        if self.coef is None:
+            value_surprise = np.where(state, MAX_SURPRISE, 0.0)
+        return np.maximum(state_surprise, np.maximum(value_surprise, 0.0))
+
+    def abduct(self, X: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        state = ~np.isnan(X[:, self.node])
+        u = self.presence.abduct(X, state.astype(float), rng)
+        return np.column_stack([u, self._residual(X)])
+
+    def generate(self, X: np.ndarray, noise: np.ndarray, rng: np.random.Generator
+                 ) -> np.ndarray:
+        present = self.presence.generate(X, noise[:, 0]) == 1
+        if self.coef is None:
+            return np.full(len(X), np.nan)
+        r = noise[:, 1]
+        missing = np.isnan(r)
+        r = np.where(missing, rng.choice(self.residuals, len(X)), r)
+        return np.where(present, self._predict(X) + r, np.nan)
+
+
+def fit_mechanism(enc: Encoding, node: int, parents: list[int], X: np.ndarray) -> Mechanism:
+    """The mechanism of ``node`` learned on the rows of ``X``."""
+    if enc.discrete[node]:
+        return DiscreteMechanism(enc, node, parents, X)
+    return ContinuousMechanism(enc, node, parents, X)

@@ -1,0 +1,118 @@
+"""``flowcause run-scenario`` and ``flowcause suite``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+from scenarios.spec import ScenarioError
+from scenarios.transports import TRANSPORTS, TransportUnavailable
+
+DEFAULT_METHOD = "flowcause"
+
+
+def _methods(names: list[str]) -> list[str]:
+    """``names`` if every one is a method that compares two windows, else exit with a message."""
+    import causal
+
+    usable = [m for m, cls in causal.METHODS.items() if "shift" in cls.modes]
+    unknown = [m for m in names if m not in causal.METHODS]
+    if unknown:
+        raise SystemExit(f"flowcause: unknown method {', '.join(unknown)} (one of {', '.join(usable)})")
+    single = [m for m in names if m not in usable]
+    if single:
+        raise SystemExit(f"flowcause: {', '.join(single)} explains single requests and cannot "
+                         f"compare a scenario's two windows (use one of {', '.join(usable)})")
+    return names
+
+
+def _quiet_kafka_client() -> None:
+    """aiokafka warns about every leader election while a run's fresh topics settle; only its
+    errors matter here."""
+    logging.getLogger("aiokafka").setLevel(logging.ERROR)
+
+
+def cmd_run_scenario(args: argparse.Namespace) -> int:
+    from scenarios import report
+    from scenarios.localise import localise
+    from scenarios.result import format_ranking
+    from scenarios.runner import execute
+    from scenarios.spec import load_scenario
+
+    method = _methods([args.method])[0]
+    _quiet_kafka_client()
+    try:
+        scenario = load_scenario(args.file).with_counts(args.healthy, args.incident)
+        out = Path(args.out or Path("out") / scenario.name)
+        execution = asyncio.run(execute(scenario, out, seed=args.seed, transport=args.transport,
+                                        bootstrap=args.bootstrap, progress=not args.quiet))
+    except (ScenarioError, TransportUnavailable) as exc:
+        print(f"flowcause: {exc}", file=sys.stderr)
+        return 2
+    phases = scenario.phases
+    print(f"{scenario.name}: {execution.sent} requests ({phases.warmup} warm-up, {phases.healthy} "
+          f"healthy, {phases.incident} incident) in {execution.seconds:.1f} s, "
+          f"{execution.rate:,.0f} requests/s, {execution.errors} errors, {execution.lost} lost",
+          file=sys.stderr)
+    result = localise(execution, method)
+    print(format_ranking(result))
+    result_path, report_path = report.write(result, out, scenario.description)
+    print(f"trace store {execution.store}, result {result_path}, report {report_path}")
+    return 0
+
+
+def cmd_suite(args: argparse.Namespace) -> int:
+    from scenarios import suite
+
+    methods = _methods(args.methods or [DEFAULT_METHOD])
+    _quiet_kafka_client()
+    try:
+        files = suite.discover(Path(args.dir))
+        results = suite.run_suite(files, methods, args.repeats, Path(args.out),
+                                  transport=args.transport, bootstrap=args.bootstrap,
+                                  healthy=args.healthy, incident=args.incident)
+    except (ScenarioError, TransportUnavailable, FileNotFoundError) as exc:
+        print(f"flowcause: {exc}", file=sys.stderr)
+        return 2
+    summary = suite.summarise(results)
+    print(suite.format_table(summary))
+    paths = suite.write(results, summary, Path(args.out))
+    print("written: " + ", ".join(str(p) for p in paths))
+    return 0
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--transport", choices=TRANSPORTS, default="embedded",
+                   help="embedded bus (default) or Apache Kafka")
+    p.add_argument("--bootstrap", metavar="HOST:PORT",
+                   help="Kafka bootstrap servers (default: $FLOWCAUSE_KAFKA_BOOTSTRAP)")
+    p.add_argument("--healthy", type=int, metavar="N", help="requests in the healthy phase "
+                   "(default: the scenario's)")
+    p.add_argument("--incident", type=int, metavar="N", help="requests in the incident phase")
+
+
+def register(subparsers: Any) -> None:
+    p = subparsers.add_parser("run-scenario", help="run a fault-injection scenario and localise "
+                              "its fault")
+    p.add_argument("file", metavar="FILE", help="scenario YAML")
+    p.add_argument("--method", default=DEFAULT_METHOD, help="ranking method (causal.METHODS)")
+    p.add_argument("--out", metavar="DIR", help="output directory (default: out/<scenario>)")
+    p.add_argument("--seed", type=int, help="traffic and fault seed (default: the scenario's)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    _common(p)
+    p.set_defaults(func=cmd_run_scenario)
+
+    p = subparsers.add_parser("suite", help="run every scenario of a directory and score the "
+                              "methods")
+    p.add_argument("dir", nargs="?", default=str(Path(__file__).resolve().parent / "builtin"),
+                   metavar="DIR", help="scenario directory (default: the built-in scenarios)")
+    p.add_argument("--methods", nargs="+", metavar="M", help="ranking methods (default: flowcause)")
+    p.add_argument("--repeats", type=int, default=1, metavar="N",
+                   help="runs per scenario, with seeds seed, seed+1, ...")
+    p.add_argument("--out", default="out/suite", metavar="DIR", help="where runs and tables go")
+    _common(p)
+    p.set_defaults(func=cmd_suite)

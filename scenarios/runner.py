@@ -1,0 +1,178 @@
+"""Running a scenario: traffic through the engine with tracing on, faults switched on at
+their start, and the two windows (healthy → reference, incident) it leaves in the store.
+
+Phases (warm-up, healthy, incident) are separated by drains: before the first healthy and the
+first incident request (and before any later fault start) every request sent so far has
+finished, so no healthy request meets a faulty step and the windows split cleanly by
+arrival time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import sys
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tqdm import tqdm
+
+from engine.engine import Engine, InferenceResult
+from engine.spec import Pipeline
+from engine.steps import StepRegistry
+from engine.tensors import Tensor
+from scenarios import traffic
+from scenarios.faults import Arrays, Injection, transform, wrap_step
+from scenarios.spec import INPUTS, Scenario
+from scenarios.transports import create_transport
+from tracing.config import TracingConfig, build
+
+REQUEST_TIMEOUT_S = 60.0
+
+
+@dataclass
+class Execution:
+    """What a run left behind: where its traces are and which requests were which."""
+
+    scenario: Scenario
+    seed: int
+    transport: str
+    store: Path
+    pipelines: list[Pipeline]
+    target: str
+    reference: tuple[float, float]  # epoch seconds, [start, end)
+    incident: tuple[float, float]
+    sent: int = 0  # warm-up included
+    errors: int = 0
+    lost: int = 0  # no answer within the request timeout
+    seconds: float = 0.0
+
+    @property
+    def rate(self) -> float:
+        return self.sent / self.seconds if self.seconds else 0.0
+
+    def pipeline(self, name: str) -> Pipeline:
+        return next(p for p in self.pipelines if p.name == name)
+
+
+@dataclass
+class _Traffic:
+    """Requests in flight, their count and the progress bar."""
+
+    limit: asyncio.Semaphore
+    bar: tqdm
+    pending: set[asyncio.Future[InferenceResult]] = field(default_factory=set)
+    errors: int = 0
+    lost: int = 0
+
+    def done(self, future: asyncio.Future[InferenceResult]) -> None:
+        self.pending.discard(future)
+        self.limit.release()
+        self.bar.update(1)
+        if future.cancelled():
+            self.lost += 1
+        elif not future.result().ok:
+            self.errors += 1
+
+    async def drain(self, timeout: float) -> None:
+        if not self.pending:
+            return
+        _, late = await asyncio.wait(set(self.pending), timeout=timeout)
+        for future in late:
+            future.cancel()
+        await asyncio.sleep(0)  # let the cancelled futures' callbacks run
+
+
+def _registry(scenario: Scenario, injections: list[Injection]) -> tuple[StepRegistry, dict[str, str]]:
+    """Step code with every faulted step wrapped, and the step -> model mapping to use."""
+    registry = StepRegistry.from_module(scenario.module(scenario.steps))
+    models = dict(scenario.models)
+    by_step: dict[str, list[Injection]] = {}
+    for injection in injections:
+        if injection.fault.step != INPUTS:
+            by_step.setdefault(injection.fault.step, []).append(injection)
+    for step, faults in by_step.items():
+        original = registry.resolve(step, models.pop(step, None))
+        registry.update({step: wrap_step(original, faults, scenario.module)})
+    return registry, models
+
+
+def _request(arrays: Arrays, injections: Iterable[Injection]) -> tuple[Tensor, ...]:
+    for injection in injections:
+        if injection.active:
+            arrays = transform(injection, arrays)
+    return tuple(Tensor.from_array(name, a) for name, a in arrays.items())
+
+
+def _progress(scenario: Scenario, total: int, show: bool) -> tqdm:
+    return tqdm(total=total, desc=scenario.name, unit="req", file=sys.stderr, leave=False,
+                disable=not (show and sys.stderr.isatty()), mininterval=0.25)
+
+
+async def execute(scenario: Scenario, out: Path, *, seed: int | None = None,
+                  transport: str = "embedded", bootstrap: str | None = None,
+                  progress: bool = True) -> Execution:
+    """Run ``scenario``'s traffic and record it in ``out/store`` (replaced if present)."""
+    seed = scenario.traffic.seed if seed is None else seed
+    pipelines = scenario.pipelines()
+    target = scenario.target or pipelines[0].name
+    waits_for = scenario.result_of or target
+    injections = [Injection.create(f, seed, i) for i, f in enumerate(scenario.faults)
+                  if f.type != "none"]
+    registry, models = _registry(scenario, injections)
+    inputs_faults = [i for i in injections if i.fault.step == INPUTS]
+    warmup = scenario.phases.warmup
+    healthy = warmup + scenario.phases.healthy  # index of the first incident request
+    requests = traffic.requests(scenario, healthy + scenario.phases.incident, seed)
+
+    store = out / "store"
+    shutil.rmtree(store, ignore_errors=True)
+    tracing = build(TracingConfig.from_env(store=str(store)))
+    assert tracing is not None
+    bus, topics = create_transport(transport, bootstrap)
+    engine = Engine(pipelines, registry, transport=bus, topics=topics, models=models,
+                    observers=[tracing.collector])
+    # Drain points: the end of the warm-up, the start of the incident phase and of every fault.
+    starts = {warmup, healthy} | {healthy + i.fault.start for i in injections}
+    traffic_state = _Traffic(asyncio.Semaphore(scenario.traffic.concurrency),
+                             _progress(scenario, len(requests), progress))
+    interval = 1.0 / scenario.traffic.rate if scenario.traffic.rate else 0.0
+    marks: dict[str, float] = {}
+    try:
+        await engine.start()
+        next_send = marks["start"] = time.time()
+        for index, arrays in enumerate(requests):
+            if index in starts:
+                await traffic_state.drain(REQUEST_TIMEOUT_S)
+                marks.setdefault("reference" if index == warmup else "incident", time.time())
+                next_send = max(next_send, time.time())
+                for injection in injections:
+                    injection.active = injection.active or healthy + injection.fault.start == index
+            if interval:
+                delay = next_send - time.time()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                next_send += interval
+            await traffic_state.limit.acquire()
+            phase = "w" if index < warmup else "h" if index < healthy else "i"
+            record = engine.make_request(target, _request(arrays, inputs_faults),
+                                         request_id=f"{phase}{index:06d}")
+            future = engine.expect(record.lineage.request_id, waits_for)
+            traffic_state.pending.add(future)
+            future.add_done_callback(traffic_state.done)
+            engine.submit(record)
+        await traffic_state.drain(REQUEST_TIMEOUT_S)
+        marks["end"] = time.time()
+    finally:
+        traffic_state.bar.close()
+        await engine.stop()
+        tracing.collector.close()
+    return Execution(
+        scenario=scenario, seed=seed, transport=transport, store=store, pipelines=pipelines,
+        target=target, reference=(marks["reference"], marks["incident"]),
+        incident=(marks["incident"], marks["end"]), sent=len(requests),
+        errors=traffic_state.errors, lost=traffic_state.lost,
+        seconds=marks["end"] - marks["start"],
+    )

@@ -1,0 +1,284 @@
+"""The scenario file: a pipeline, its step code, its traffic, its phases and the faults.
+
+Scenario YAML is read with ``yaml.safe_load`` into the pydantic models below; unknown keys
+are errors. Paths inside a scenario (pipeline file, step module file, CSV, replacement
+code) are relative to the scenario file. docs/scenarios.md describes the format.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from engine.spec import Pipeline, SpecError, load_pipelines
+from engine.tensors import DTYPES
+
+INPUTS = "inputs"  # the fault "step" that stands for the target pipeline's inputs (the traffic)
+SAMPLERS = ("normal", "lognormal", "uniform", "integers", "choice", "poisson", "exponential",
+            "gamma", "beta", "binomial")
+
+
+class ScenarioError(ValueError):
+    """A scenario file that cannot be loaded."""
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# -- traffic ------------------------------------------------------------------------------
+class TensorDistribution(_Model):
+    """One input tensor drawn from ``numpy.random.Generator.<distribution>(**params)``."""
+
+    distribution: str
+    params: dict[str, Any] = Field(default_factory=dict)
+    datatype: str = "FP64"
+    shape: list[int] = Field(default_factory=lambda: [1])
+
+    @field_validator("distribution")
+    @classmethod
+    def _known(cls, v: str) -> str:
+        if v not in SAMPLERS:
+            raise ValueError(f"unknown distribution {v!r} (one of {', '.join(SAMPLERS)})")
+        return v
+
+    @field_validator("datatype")
+    @classmethod
+    def _datatype(cls, v: str) -> str:
+        if v not in DTYPES:
+            raise ValueError(f"unknown datatype {v!r}")
+        return v
+
+
+class CsvColumn(_Model):
+    column: str
+    datatype: str = "FP64"
+
+
+class CsvReplay(_Model):
+    """Rows of a CSV file as requests: ``sequential`` (cycling), ``shuffle`` (a seeded
+    permutation per pass) or ``sample`` (with replacement)."""
+
+    path: str
+    order: Literal["sequential", "shuffle", "sample"] = "shuffle"
+    tensors: dict[str, CsvColumn]
+
+
+class Generator(_Model):
+    """A function ``f(rng, n, **params) -> dict[str, np.ndarray]`` of stacked request tensors
+    (first dimension ``n``), named ``module:function`` (module dotted or a .py path)."""
+
+    function: str
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class Traffic(_Model):
+    seed: int = 0
+    rate: float | None = Field(default=None, gt=0)  # requests/s; None: as fast as it goes
+    concurrency: int = Field(default=128, ge=1)  # requests in flight at most
+    inputs: dict[str, TensorDistribution] | None = None
+    csv: CsvReplay | None = None
+    generator: Generator | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> Traffic:
+        sources = [s for s in (self.inputs, self.csv, self.generator) if s is not None]
+        if len(sources) != 1:
+            raise ValueError("traffic needs exactly one of 'inputs', 'csv' or 'generator'")
+        return self
+
+
+class Phases(_Model):
+    """Requests sent while healthy (the reference window), then with the faults active.
+
+    The warm-up requests go first and belong to neither window: a freshly started process
+    (cold caches, first calls into libraries) is slower than the one an incident meets.
+    """
+
+    warmup: int = Field(default=100, ge=0)
+    healthy: int = Field(default=500, ge=2)
+    incident: int = Field(default=500, ge=2)
+
+
+# -- faults -------------------------------------------------------------------------------
+class _Params(_Model):
+    pass
+
+
+class ReplaceParams(_Params):
+    code: str  # module:attr of the replacement step code
+
+
+class ShiftParams(_Params):
+    tensors: list[str] | None = None  # default: every numeric tensor
+    scale: float = 1.0
+    offset: float = 0.0
+    swap: dict[str, str] = Field(default_factory=dict)  # categorical: value -> value
+
+    @field_validator("swap", mode="before")
+    @classmethod
+    def _texts(cls, v: Any) -> Any:
+        return {str(k): str(x) for k, x in v.items()} if isinstance(v, dict) else v
+
+
+class NoiseParams(_Params):
+    tensors: list[str] | None = None
+    std: float = Field(gt=0)
+
+
+class StuckParams(_Params):
+    tensors: list[str] | None = None
+    value: float | None = None  # None: repeat the first faulty output forever
+
+
+class NanParams(_Params):
+    tensors: list[str] | None = None
+    rate: float = Field(default=1.0, gt=0, le=1)  # share of requests hit
+    elements: float = Field(default=1.0, gt=0, le=1)  # share of a hit tensor's elements
+
+
+class LatencyParams(_Params):
+    ms: float = Field(gt=0)
+    jitter_ms: float = Field(default=0.0, ge=0)
+
+
+class ExceptionParams(_Params):
+    rate: float = Field(default=1.0, gt=0, le=1)
+    message: str = "injected fault"
+
+
+class DropParams(_Params):
+    tensors: list[str] | None = None  # default: every output
+    rate: float = Field(default=1.0, gt=0, le=1)
+
+
+class NoParams(_Params):
+    pass
+
+
+PARAMS: dict[str, type[_Params]] = {
+    "replace": ReplaceParams,
+    "shift": ShiftParams,
+    "noise": NoiseParams,
+    "stuck": StuckParams,
+    "nan": NanParams,
+    "latency": LatencyParams,
+    "exception": ExceptionParams,
+    "drop": DropParams,
+    "none": NoParams,
+}
+# What can happen to the traffic itself (a fault on step ``inputs``): its data, not its code.
+INPUT_FAULTS = ("shift", "noise", "stuck", "nan", "drop", "none")
+FaultType = Literal["replace", "shift", "noise", "stuck", "nan", "latency", "exception", "drop",
+                    "none"]
+
+
+class Fault(_Model):
+    step: str = INPUTS
+    type: FaultType
+    params: _Params = Field(default_factory=NoParams)
+    start: int = Field(default=0, ge=0)  # requests into the incident phase
+    ground_truth: str | None = None  # the node to blame; default: the step
+
+    @model_validator(mode="before")
+    @classmethod
+    def _typed_params(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("type") in PARAMS:
+            raw = data.get("params") or {}
+            data = {**data, "params": PARAMS[data["type"]].model_validate(raw)}
+        return data
+
+    @model_validator(mode="after")
+    def _fits_step(self) -> Fault:
+        if self.step == INPUTS and self.type not in INPUT_FAULTS:
+            raise ValueError(f"a {self.type!r} fault needs a step; the traffic ('inputs') takes "
+                             f"{', '.join(INPUT_FAULTS)}")
+        return self
+
+    @property
+    def truth(self) -> str | None:
+        """The node a localiser should name; None for the no-fault control."""
+        if self.type == "none":
+            return None
+        return self.ground_truth or self.step
+
+
+# -- the scenario -------------------------------------------------------------------------
+class Scenario(_Model):
+    name: str
+    description: str = ""
+    pipeline: str | dict[str, Any] | list[dict[str, Any]]  # file (relative) or inline docs
+    target: str | None = None  # the pipeline the traffic goes to (default: the first)
+    result_of: str | None = None  # the pipeline whose output ends a request (default: target)
+    steps: str  # step module: dotted name or .py path (relative)
+    models: dict[str, str] = Field(default_factory=dict)
+    traffic: Traffic
+    phases: Phases = Field(default_factory=Phases)
+    faults: list[Fault] = Field(min_length=1)
+    base: str | None = Field(default=None, exclude=True)  # the scenario file's directory
+
+    def path(self, relative: str) -> Path:
+        """``relative`` resolved against the scenario file's directory."""
+        return (Path(self.base or ".") / relative).resolve()
+
+    def module(self, spec: str) -> str:
+        """A module spec with a file path made absolute (dotted names pass unchanged)."""
+        return str(self.path(spec)) if spec.endswith(".py") or "/" in spec else spec
+
+    def pipelines(self) -> list[Pipeline]:
+        source: Any = self.pipeline
+        if isinstance(source, str):
+            source = self.path(source)
+        return load_pipelines(source)
+
+    @property
+    def is_control(self) -> bool:
+        return all(f.type == "none" for f in self.faults)
+
+    @property
+    def ground_truth(self) -> list[str]:
+        return list(dict.fromkeys(t for f in self.faults if (t := f.truth) is not None))
+
+    def with_counts(self, healthy: int | None = None, incident: int | None = None) -> Scenario:
+        phases = self.phases.model_copy(update={"healthy": healthy or self.phases.healthy,
+                                                "incident": incident or self.phases.incident})
+        return self.model_copy(update={"phases": phases})
+
+
+def load_scenario(path: str | Path) -> Scenario:
+    """Read and check a scenario file (its pipelines are loaded and checked as well)."""
+    file = Path(path)
+    try:
+        doc = yaml.safe_load(file.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ScenarioError(f"cannot read scenario {file}: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        raise ScenarioError(f"{file}: invalid YAML: {exc}") from None
+    if not isinstance(doc, dict):
+        raise ScenarioError(f"{file}: a scenario is a mapping")
+    try:
+        scenario = Scenario.model_validate({**doc, "base": str(file.resolve().parent)})
+    except ValidationError as exc:
+        problems = [f"{file}: {'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()]
+        raise ScenarioError("\n".join(problems)) from None
+    _check_names(scenario, file)
+    return scenario
+
+
+def _check_names(scenario: Scenario, file: Path) -> None:
+    try:
+        pipelines = scenario.pipelines()
+    except SpecError as exc:
+        raise ScenarioError(str(exc)) from None
+    names = [p.name for p in pipelines]
+    for key in ("target", "result_of"):
+        name = getattr(scenario, key)
+        if name is not None and name not in names:
+            raise ScenarioError(f"{file}: {key} {name!r} is not one of {', '.join(names)}")
+    steps = {s.name for p in pipelines for s in p.steps}
+    for fault in scenario.faults:
+        if fault.step != INPUTS and fault.step not in steps:
+            raise ScenarioError(f"{file}: fault on unknown step {fault.step!r}")

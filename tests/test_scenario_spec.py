@@ -1,0 +1,112 @@
+"""Scenario files: what loads, what is rejected, and the traffic they describe."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from scenarios import traffic
+from scenarios.spec import INPUTS, Scenario, ScenarioError, load_scenario
+from scenarios.suite import BUILTIN, discover
+
+PIPELINE = """\
+apiVersion: mlops.seldon.io/v1alpha1
+kind: Pipeline
+metadata: {name: p}
+spec:
+  steps:
+    - name: a
+      inputs: [p.inputs.x]
+"""
+
+
+def write(tmp_path: Path, body: str) -> Path:
+    (tmp_path / "p.yaml").write_text(PIPELINE)
+    (tmp_path / "rows.csv").write_text("amount,kind\n1.5,a\n2.5,b\n3.5,c\n")
+    path = tmp_path / "s.yaml"
+    path.write_text("name: s\npipeline: p.yaml\nsteps: some.module\n" + body)
+    return path
+
+
+CSV = "traffic:\n  csv:\n    path: rows.csv\n    tensors: {x: {column: amount}}\n"
+
+
+def test_paths_resolve_against_the_scenario_file(tmp_path: Path) -> None:
+    body = CSV + "faults:\n  - {step: a, type: latency, params: {ms: 5}}\n"
+    scenario = load_scenario(write(tmp_path, body))
+    assert [p.name for p in scenario.pipelines()] == ["p"]
+    assert scenario.path("rows.csv") == (tmp_path / "rows.csv").resolve()
+    assert scenario.ground_truth == ["a"]
+    assert not scenario.is_control
+
+
+@pytest.mark.parametrize(("faults", "message"), [
+    ("  - {step: nowhere, type: noise, params: {std: 1}}\n", "unknown step 'nowhere'"),
+    ("  - {step: a, type: melt}\n", "faults.0"),
+    ("  - {step: inputs, type: latency, params: {ms: 5}}\n", "needs a step"),
+    ("  - {step: a, type: noise, params: {sdt: 1}}\n", "sdt"),
+    ("  - {step: a, type: exception, params: {rate: 2}}\n", "rate"),
+])
+def test_bad_faults_are_rejected_with_the_file_named(tmp_path: Path, faults: str, message: str) -> None:
+    with pytest.raises(ScenarioError) as info:
+        load_scenario(write(tmp_path, CSV + "faults:\n" + faults))
+    assert message in str(info.value) and "s.yaml" in str(info.value)
+
+
+def test_traffic_needs_exactly_one_source(tmp_path: Path) -> None:
+    body = CSV + "  inputs: {x: {distribution: normal}}\nfaults:\n  - {type: none}\n"
+    with pytest.raises(ScenarioError, match="exactly one"):
+        load_scenario(write(tmp_path, body))
+
+
+def test_control_has_no_ground_truth(tmp_path: Path) -> None:
+    scenario = load_scenario(write(tmp_path, CSV + "faults:\n  - {type: none}\n"))
+    assert scenario.is_control and scenario.ground_truth == []
+    shift = load_scenario(write(tmp_path, CSV + "faults:\n  - {type: shift, params: {scale: 2}}\n"))
+    assert shift.ground_truth == [INPUTS]
+
+
+def _csv_scenario(tmp_path: Path, order: str) -> Scenario:
+    body = (f"traffic:\n  seed: 5\n  csv:\n    path: rows.csv\n    order: {order}\n"
+            "    tensors: {x: {column: amount}, k: {column: kind, datatype: BYTES}}\n"
+            "faults:\n  - {type: none}\n")
+    return load_scenario(write(tmp_path, body))
+
+
+def test_csv_replay_orders(tmp_path: Path) -> None:
+    sequential = traffic.batch(_csv_scenario(tmp_path, "sequential"), 7, seed=0)
+    assert sequential["x"].reshape(-1).tolist() == [1.5, 2.5, 3.5, 1.5, 2.5, 3.5, 1.5]
+    assert sequential["k"].dtype == object and sequential["k"][1, 0] == "b"
+    shuffled = traffic.batch(_csv_scenario(tmp_path, "shuffle"), 6, seed=0)["x"].reshape(-1)
+    assert sorted(shuffled[:3]) == [1.5, 2.5, 3.5] and sorted(shuffled[3:]) == [1.5, 2.5, 3.5]
+    sampled = traffic.batch(_csv_scenario(tmp_path, "sample"), 50, seed=0)["x"].reshape(-1)
+    assert set(sampled) == {1.5, 2.5, 3.5}
+
+
+def test_distributions_are_seeded_and_typed(tmp_path: Path) -> None:
+    body = ("traffic:\n  inputs:\n"
+            "    x: {distribution: normal, params: {loc: 10, scale: 2}, shape: [1, 3]}\n"
+            "    n: {distribution: integers, params: {low: 0, high: 5}, datatype: INT32}\n"
+            "    c: {distribution: choice, params: {a: [u, v], p: [0.9, 0.1]}, datatype: BYTES}\n"
+            "faults:\n  - {type: none}\n")
+    scenario = load_scenario(write(tmp_path, body))
+    first, again, other = (traffic.batch(scenario, 400, s) for s in (1, 1, 2))
+    assert first["x"].shape == (400, 1, 3) and abs(first["x"].mean() - 10) < 0.5
+    assert first["n"].dtype == np.int32 and set(first["n"].reshape(-1)) <= set(range(5))
+    assert 0.8 < (first["c"] == "u").mean() < 0.97
+    assert np.array_equal(first["x"], again["x"]) and not np.array_equal(first["x"], other["x"])
+    requests = traffic.requests(scenario, 3, 1)
+    assert len(requests) == 3 and requests[0]["x"].shape == (1, 3)
+
+
+def test_every_builtin_scenario_loads() -> None:
+    files = discover(BUILTIN)
+    scenarios = [load_scenario(f) for f in files]
+    assert {s.name for s in scenarios} == {f.stem for f in files}
+    kinds = {f.type for s in scenarios for f in s.faults}
+    assert kinds == {"replace", "shift", "noise", "stuck", "nan", "latency", "exception", "drop", "none"}
+    assert sum(s.is_control for s in scenarios) >= 5
+    steps = max(len(p.steps) for s in scenarios for p in s.pipelines())
+    assert steps >= 30

@@ -1,0 +1,36 @@
+"""The scored suite on the built-in scenarios (small counts), on the embedded bus and, for one
+scenario, on Kafka."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from scenarios.suite import ALL, BUILTIN, discover, format_table, run_suite, summarise
+
+OUR_METHOD = "flowcause"
+MIN_TOP1 = 0.9
+COUNTS = {"healthy": 200, "incident": 200}
+
+
+def test_builtin_suite_localises_with_our_method(tmp_path: Path) -> None:
+    results = run_suite(discover(BUILTIN), [OUR_METHOD], 1, tmp_path, **COUNTS)
+    summary = summarise(results)
+    print("\n" + format_table(summary))
+    for r in results:  # every request of both phases reached the trace store
+        assert r.requests["reference_rows"] == COUNTS["healthy"], r.scenario
+        assert r.requests["incident_rows"] == COUNTS["incident"], r.scenario
+        assert r.requests["lost"] == 0, r.scenario
+    pooled = summary[(summary["scenario"] == ALL) & (summary["method"] == OUR_METHOD)].iloc[0]
+    missed = [f"{r.scenario}: ranked {r.rank}, top {r.suspects[:1]}" for r in results
+              if not r.control and not r.hit(1)]
+    assert pooled["top1"] >= MIN_TOP1, missed
+
+
+def test_suite_runs_on_kafka(kafka_bootstrap: str, tmp_path: Path) -> None:
+    file = BUILTIN / "insurance_claims_bug.yaml"
+    (result,) = run_suite([file], [OUR_METHOD], 1, tmp_path, transport="kafka",
+                          bootstrap=kafka_bootstrap, healthy=300, incident=300)
+    assert result.transport == "kafka"
+    assert result.requests["lost"] == 0 and result.requests["errors"] == 0
+    assert result.requests["reference_rows"] == 300 and result.requests["incident_rows"] == 300
+    assert result.rank == 1, result.suspects[:3]
