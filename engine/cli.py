@@ -17,7 +17,7 @@ from engine.steps import StepNotFound, StepRegistry
 from engine.validate import validate
 
 # Packages whose ``cli.register(subparsers)`` adds their sub-commands.
-COMMAND_MODULES: tuple[str, ...] = ("tracing.cli", "scenarios.cli", "dashboard.cli")
+COMMAND_MODULES: tuple[str, ...] = ("tracing.cli", "causal.cli", "scenarios.cli", "dashboard.cli")
 
 
 def _load_all(files: list[str]) -> list[Pipeline]:
