@@ -22,6 +22,7 @@ $(STAMP): pyproject.toml
 
 demo: install
 	$(BIN)/flowcause run-scenario scenarios/builtin/insurance_claims_bug.yaml --out out/demo
+	$(BIN)/flowcause report --store out/demo/store --out out/demo/report.html
 
 lint: install
 	$(BIN)/ruff check .
