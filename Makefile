@@ -52,6 +52,9 @@ bench-kafka: install
 bench-tracing: install
 	$(BIN)/python benchmarks/bench_tracing.py
 
+bench-causal: install
+	$(BIN)/python benchmarks/bench_causal.py
+
 # Every built-in scenario at its full request counts, 5 seeds, our method beside the baselines
 # (the window-comparing ones: dowhy-anomaly explains single requests).
 SUITE_METHODS ?= flowcause dowhy-shift zscore first-anomalous random

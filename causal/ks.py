@@ -24,13 +24,15 @@ def distances(a: np.ndarray, b: np.ndarray, wa: np.ndarray, wb: np.ndarray,
     pooled = np.concatenate([a, b])
     order = np.argsort(pooled, kind="stable")
     ends = np.append(pooled[order][1:] != pooled[order][:-1], True)
-    w = np.hstack([wa, wb])[:, order]
-    with np.errstate(invalid="ignore", divide="ignore"):
-        signed = np.hstack([wa / wa.sum(1, keepdims=True), -wb / wb.sum(1, keepdims=True)])
-        gap = np.abs(np.cumsum(np.nan_to_num(signed[:, order]), axis=1)[:, ends])
-        if tail is not None:
-            h = (np.cumsum(w, axis=1) / w.sum(1, keepdims=True))[:, ends]
-            gap = np.nan_to_num(gap / (2 * np.sqrt(np.maximum(h * (1 - h), tail))))
+    na, nb = wa.shape[1], wb.shape[1]
+    ta = np.maximum(wa.sum(1, keepdims=True), 1e-300)
+    tb = np.maximum(wb.sum(1, keepdims=True), 1e-300)
+    ca = np.cumsum(np.hstack([wa, np.zeros((len(wa), nb))])[:, order], axis=1)[:, ends]
+    cb = np.cumsum(np.hstack([np.zeros((len(wb), na)), wb])[:, order], axis=1)[:, ends]
+    gap = np.abs(ca / ta - cb / tb)
+    if tail is not None:
+        h = (ca + cb) / (ta + tb)
+        gap /= 2 * np.sqrt(np.maximum(h * (1 - h), tail))
     return gap.max(axis=1) if gap.size else np.zeros(len(wa))
 
 

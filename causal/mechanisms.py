@@ -102,8 +102,8 @@ class Design:
         C = X[:, self.cont]
         absent = np.isnan(C)
         with np.errstate(invalid="ignore"):
-            inside = (C >= self.low - 1e-9 * np.abs(self.low)) & (
-                C <= self.high + 1e-9 * np.abs(self.high))
+            inside = (self.low - 1e-9 * np.abs(self.low) <= C) & (
+                self.high + 1e-9 * np.abs(self.high) >= C)
         ok = np.all(inside | (absent & self.absent_seen), axis=1)
         keys = self.regime_keys(X)
         return ok if keys is None else ok & np.isin(keys, self.seen)
@@ -195,7 +195,7 @@ class Classifier:
         """P(a level no more likely than the observed one): the observed level's p-value."""
         P = self.proba(X)
         own = P[np.arange(len(y)), y.astype(np.int64)]
-        return np.where(P <= own[:, None] * (1 + 1e-12), P, 0.0).sum(1)
+        return np.where(own[:, None] * (1 + 1e-12) >= P, P, 0.0).sum(1)
 
     def pit(self, X: np.ndarray, y: np.ndarray) -> np.ndarray:
         """Mid PIT: the middle of the observed level's share of [0, 1]."""
@@ -348,8 +348,6 @@ class ContinuousMechanism:
         value_surprise = np.where(np.isnan(r), 0.0,
                                   np.minimum(-(norm.logsf(z) + np.log(2)) / np.log(10),
                                              MAX_SURPRISE))
-        if self.coef is None:
-            value_surprise = np.where(state, MAX_SURPRISE, 0.0)
         return np.maximum(state_surprise, np.maximum(value_surprise, 0.0))
 
     def abduct(self, X: np.ndarray, rng: np.random.Generator) -> np.ndarray:

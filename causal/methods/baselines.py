@@ -40,10 +40,8 @@ class ZScore(Method):
                    single: bool) -> np.ndarray:
         ref, new = _numbers(graph, reference, other)
         gap = np.abs(new.mean(0) - ref.mean(0))
-        if single:
-            spread = ref.std(0)
-        else:
-            spread = np.sqrt(ref.var(0) / len(ref) + new.var(0) / len(new))
+        spread = (ref.std(0) if single
+                  else np.sqrt(ref.var(0) / len(ref) + new.var(0) / len(new)))
         floor = TINY * (np.abs(ref).max(0, initial=0.0) + 1.0)
         return np.where(gap <= floor, 0.0, gap / np.maximum(spread, floor))
 

@@ -7,21 +7,23 @@ it. A node downstream of the fault receives changed inputs but, given those inpu
 as before (deterministic steps exactly so), so only the faulty step departs. One pass over
 the nodes: time linear in the size of the graph.
 
-Shift (two windows): a node's departure is the standardised two-sample KS distance between
-the cross-fitted PITs of reference and incident requests, on incident requests whose parents
-lie in the reference support, the reference reweighted to the incident's mix of contexts. "No fault" when the best score is below a threshold
-calibrated on the reference window itself: the largest score over all nodes between
-random halves (made of contiguous blocks, so slow drift counts as normal) of held-out
-reference requests, at level ``alpha``. Confidence: the fraction of bootstrap resamples of
-both windows in which the step ranks first. The significant top few steps are then ordered
-by their exact Shapley share in the change of the pipeline output (:mod:`causal.attribution`)
-when that output changed and their departures are not clearly apart (each came first in
-some bootstrap resamples): of two close suspects, the one that explains the output wins.
+Shift (two windows). For each channel of each node (:mod:`causal.mechanisms`: a level; a
+presence and a value) the cross-fitted PITs of reference and incident requests are
+compared: only incident requests whose parents lie in the reference support, the reference
+reweighted to the incident's mix of contexts. The score is the standardised KS distance,
+weighted towards the tails (:func:`causal.ks.distances`); a node scores its best channel, a
+step its best node. "No fault" when the best score is below a threshold calibrated on the
+reference window itself: the (1 - ``alpha``) quantile of the largest score over all nodes
+between two halves of held-out reference requests (halves of contiguous blocks, so drift
+within the reference counts as normal). Confidence: the fraction of bootstrap resamples of
+both windows in which the step comes first. Refinement: the significant top steps (at most
+``top_k``) get their exact Shapley share of the change in the pipeline output
+(:mod:`causal.attribution`); when the output changed, close contenders are ordered by it.
 
-Anomaly (one request): a node's score is its surprise given its parents (-log10 of a tail
-probability), "no fault" when the request's largest surprise is within what reference
-requests show at level ``alpha``, confidence from resampling the reference surprises,
-and the Shapley refinement attributes the output's surprise to the candidates' noise.
+Anomaly (one request). A node's score is its surprise given its parents (-log10 of a tail
+probability); "no fault" when the request's largest surprise is within what held-out
+reference requests show at level ``alpha``; confidence from resampling the reference; the
+refinement attributes the output's surprise to the candidates' own noise.
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ NULL_BLOCKS = 16
 BOOTSTRAP_STEPS = 10
 ROW_SAMPLES = 100
 CONTENDER = 0.05
+REACH = 4.0  # a score this far below the best does not come first in a bootstrap resample
 
 
 @dataclass(frozen=True)
@@ -74,7 +77,7 @@ class FlowCause(Method):
     name = "flowcause"
     modes = frozenset({"shift", "anomaly"})
 
-    def __init__(self, alpha: float = 0.01, bootstrap: int = 200, top_k: int = 5,
+    def __init__(self, alpha: float = 0.01, bootstrap: int = 100, top_k: int = 5,
                  null_splits: int = 100, min_rows: int = 10, shapley: bool = True,
                  seed: int = 0) -> None:
         if not 1 <= top_k <= 5:
@@ -190,8 +193,9 @@ class FlowCause(Method):
         wa = rng.multinomial(n_ref, np.full(n_ref, 1 / n_ref), size=self.bootstrap)
         wb = rng.multinomial(n_inc, np.full(n_inc, 1 / n_inc), size=self.bootstrap)
         lam = np.zeros((self.bootstrap, len(nodes)))
+        best = max(c.lam for c in comparisons)
         for c in comparisons:
-            if c.node in column and c.lam > 0:
+            if c.node in column and c.lam > 0 and c.lam >= best - REACH:
                 d = ks.distances(c.ref, c.inc, wa[:, c.ref_rows] * c.weights[None, :],
                                  wb[:, c.inc_rows].astype(float), TAIL)
                 i = column[c.node]
@@ -252,14 +256,19 @@ class FlowCause(Method):
         fit = CrossFit.fit(graph, enc, enc.encode(reference), rng)
         x = enc.encode(request)[:1]
         both = Split(np.vstack([x, x]), 1, np.zeros(2, dtype=np.int64))
-        ref_surprise = np.column_stack([fit.surprise(j, fit.ref) for j in range(len(graph.nodes))])
-        surprise = np.array([fit.surprise(j, both).mean() for j in range(len(graph.nodes))])
+        nodes = range(len(graph.nodes))
+        # a node whose parents lie outside what its mechanism was learned on is not judged:
+        # its surprise would be its parents' (as windows compare only rows in support)
+        ref_surprise = np.column_stack([fit.surprise(j, fit.ref) * fit.in_support(j, fit.ref)
+                                        for j in nodes])
+        inside = np.array([fit.in_support(j, both).all() for j in nodes])
+        surprise = np.array([fit.surprise(j, both).mean() for j in nodes]) * inside
         threshold = float(np.quantile(ref_surprise.max(axis=1), 1 - self.alpha))
         exceed = (ref_surprise >= surprise[None, :] - 1e-12).sum(0)
         scores, evidence = {}, {}
         for j, node in enumerate(graph.nodes):
             scores[node] = float(surprise[j])
-            evidence[node] = {"value": enc.decode(j, x[0, j]),
+            evidence[node] = {"value": enc.decode(j, x[0, j]), "in_support": bool(inside[j]),
                               "reference_as_surprising": int(exceed[j]),
                               "model": fit.models[j][0].model}
         candidates = rank_steps(graph, scores, evidence)
