@@ -87,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--sizes", default="10,100,1000", help="graph sizes (nodes)")
-    p.add_argument("--incidents", default="10,5,3", help="incidents per size")
+    p.add_argument("--incidents", default="10,4,2", help="incidents per size")
     p.add_argument("--rows", type=int, default=500, help="requests per window")
     p.add_argument("--dowhy-budget", type=float, default=600.0,
                    help="seconds DoWhy may take per incident")

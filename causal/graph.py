@@ -57,6 +57,7 @@ class CausalGraph:
                              "(allowCycles) cannot be localised")
         self.dag = dag
         self.info = dict(info)
+        self._rank = {n: i for i, n in enumerate(self.info)}  # order of discovery: the spec's
         self.nodes: list[str] = list(nx.lexicographical_topological_sort(dag, key=self._order))
         self.index = {n: i for i, n in enumerate(self.nodes)}
         self.parents: dict[str, list[str]] = {
@@ -64,7 +65,7 @@ class CausalGraph:
         }
 
     def _order(self, node: str) -> tuple[int, str]:
-        return (list(self.info).index(node) if node in self.info else len(self.info), node)
+        return (self._rank.get(node, len(self._rank)), node)
 
     def step(self, node: str) -> str:
         return self.info[node].step
@@ -81,14 +82,6 @@ class CausalGraph:
     @property
     def latency_nodes(self) -> list[str]:
         return [n for n in self.nodes if self.info[n].role == "latency"]
-
-    def roots(self) -> list[str]:
-        return [n for n in self.nodes if not self.parents[n]]
-
-    def subgraph(self, nodes: Iterable[str]) -> CausalGraph:
-        keep = set(nodes)
-        return CausalGraph(self.dag.subgraph(keep).copy(),
-                           {n: i for n, i in self.info.items() if n in keep})
 
     def edges(self) -> set[tuple[str, str]]:
         return set(self.dag.edges)

@@ -70,10 +70,6 @@ class SyntheticPipeline:
                 "metadata": {"name": PIPELINE},
                 "spec": {"steps": steps, "output": {"steps": [self.steps[-1].name]}}}
 
-    def columns(self) -> list[str]:
-        return [*self.roots, *(c for s in self.steps for c in s.outputs),
-                f"{PIPELINE}.outputs.y"]
-
     def sample(self, n: int, rng: np.random.Generator, fault: Fault | None = None
                ) -> pd.DataFrame:
         cols: dict[str, np.ndarray] = {}

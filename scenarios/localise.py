@@ -54,7 +54,7 @@ def localise(execution: Execution, method: str = "flowcause") -> ScenarioResult:
         ground_truth=truth, suspects=named, no_fault=bool(ranking.no_fault),
         rank=truth_rank(named, truth, bool(ranking.no_fault)), seconds=float(ranking.seconds),
         ranking=ranking.to_dict(),
-        faults=[f.model_dump() | {"params": f.params.model_dump()} for f in scenario.faults],
+        faults=[f.model_dump() for f in scenario.faults],
         requests={"warmup": scenario.phases.warmup, "healthy": scenario.phases.healthy,
                   "incident": scenario.phases.incident,
                   "reference_rows": len(reference), "incident_rows": len(incident),

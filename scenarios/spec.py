@@ -11,7 +11,15 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializeAsAny,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from engine.spec import Pipeline, SpecError, load_pipelines
 from engine.tensors import DTYPES
@@ -179,7 +187,7 @@ FaultType = Literal["replace", "shift", "noise", "stuck", "nan", "latency", "exc
 class Fault(_Model):
     step: str = INPUTS
     type: FaultType
-    params: _Params = Field(default_factory=NoParams)
+    params: SerializeAsAny[_Params] = Field(default_factory=NoParams)  # the type's own fields
     start: int = Field(default=0, ge=0)  # requests into the incident phase
     ground_truth: str | None = None  # the node to blame; default: the step
 
