@@ -8,9 +8,10 @@ as before (deterministic steps exactly so), so only the faulty step departs. One
 the nodes: time linear in the size of the graph.
 
 Shift (two windows): every channel of every node is compared between the windows
-(:mod:`causal.comparison`); a node scores its best channel, a step its best node. "No
-fault" when the best score is within the threshold calibrated on the reference window
-itself at level ``alpha``. Confidence: the fraction of bootstrap resamples of both windows
+(:mod:`causal.comparison`); a node scores its best channel, a step its best node, and
+departures of values outrank departures of latency (:func:`values_first`). "No fault" when
+the best score is within the threshold calibrated on the reference window itself at level
+``alpha``. Confidence: the fraction of bootstrap resamples of both windows
 in which the step comes first.
 
 One request: a node's score is its surprise given its parents (-log10 of a tail
@@ -79,13 +80,15 @@ class FlowCause(Method):
                                   "model": fit.models[c.node][0].model}
         threshold = null_threshold(comparisons, fit.ref, self.alpha, self.null_splits,
                                    self.min_rows, rng)
-        candidates = rank_steps(graph, scores, evidence)
+        candidates = values_first(graph, scores, evidence, threshold)
         no_fault = not candidates or candidates[0].score <= threshold
         if self.bootstrap and candidates:
             nodes = self._leading_nodes(graph, candidates)
             resampled = bootstrap_scores(comparisons, nodes, len(fit.ref.X), len(inc.X),
                                          self.bootstrap, rng)
-            confidence = first_counts(graph, nodes, resampled, np.zeros(len(nodes)))
+            values = np.array([graph.info[graph.nodes[j]].role != "latency" for j in nodes])
+            confidence = first_counts(graph, nodes, resampled, np.zeros(len(nodes)),
+                                      (resampled > threshold) & values)
             candidates = [replace(c, confidence=confidence.get(c.step, 0.0))
                           for c in candidates]
         details: dict[str, Any] = {"reference_rows": len(fit.ref.X),
@@ -118,7 +121,7 @@ class FlowCause(Method):
             evidence[node] = {"value": enc.decode(j, x[0, j]), "in_support": bool(inside[j]),
                               "reference_as_surprising": int(exceed[j]),
                               "model": fit.models[j][0].model}
-        candidates = rank_steps(graph, scores, evidence)
+        candidates = values_first(graph, scores, evidence, threshold)
         no_fault = not candidates or candidates[0].score <= threshold
         if self.bootstrap and candidates:
             # resampling the reference: a node's calibrated p-value is (1 + reference
@@ -126,8 +129,9 @@ class FlowCause(Method):
             chosen = self._leading_nodes(graph, candidates)
             n = len(ref_surprise)
             counts = rng.binomial(n, exceed[chosen] / n, size=(self.bootstrap, len(chosen)))
+            values = np.array([graph.info[graph.nodes[j]].role != "latency" for j in chosen])
             confidence = first_counts(graph, chosen, -np.log((1 + counts) / (n + 1)),
-                                      surprise[chosen])
+                                      surprise[chosen], (surprise[chosen] > threshold) & values)
             candidates = [replace(c, confidence=confidence.get(c.step, 0.0))
                           for c in candidates]
         details: dict[str, Any] = {"reference_rows": len(ref_surprise),
@@ -144,13 +148,31 @@ class FlowCause(Method):
         return [j for j, node in enumerate(graph.nodes) if graph.step(node) in steps]
 
 
+def values_first(graph: CausalGraph, scores: dict[str, float],
+                 evidence: dict[str, dict[str, Any]], threshold: float) -> list[Candidate]:
+    """Steps ranked by their best node, except that steps with a significant departure of
+    values (tensors, status, branches, inputs) come before steps whose only significant
+    departure is latency. A step's latency has causes the graph does not see (load,
+    batching, the arrival rate), so beside a departure of values it is the weaker evidence;
+    alone, it is the finding (a slow step)."""
+    values = {n: v for n, v in scores.items()
+              if v > threshold and graph.info[n].role != "latency"}
+    first = rank_steps(graph, values, evidence)
+    named = {c.step for c in first}
+    rest = {n: v for n, v in scores.items() if graph.step(n) not in named}
+    return first + rank_steps(graph, rest, evidence)
+
+
 def first_counts(graph: CausalGraph, nodes: list[int], scores: np.ndarray,
-                 tiebreak: np.ndarray) -> dict[str, float]:
+                 tiebreak: np.ndarray, preferred: np.ndarray) -> dict[str, float]:
     """Per step, the fraction of rows of ``scores`` (resamples x nodes) in which it comes
-    first; ties on score go to the larger ``tiebreak``, then to the upstream node."""
+    first: ``preferred`` nodes (significant departures of values, as in
+    :func:`values_first`) before the others, then by score, ties going to the larger
+    ``tiebreak``, then to the upstream node."""
     wins: dict[str, int] = {}
-    for row in scores:
-        best = min(range(len(nodes)), key=lambda i: (-row[i], -tiebreak[i], nodes[i]))
+    for row, liked in zip(scores, np.broadcast_to(preferred, scores.shape), strict=True):
+        best = min(range(len(nodes)),
+                   key=lambda i: (not liked[i], -row[i], -tiebreak[i], nodes[i]))
         step = graph.step(graph.nodes[nodes[best]])
         wins[step] = wins.get(step, 0) + 1
     return {step: count / len(scores) for step, count in wins.items()}
