@@ -52,6 +52,7 @@ def test_the_published_graph_comes_from_the_spec_and_the_layout() -> None:
     assert set(graph.nodes) == set(columns)
     assert graph.edges() == PUBLISHED_EDGES
     assert graph.step("input") == "insurance_claims"
+    assert graph.info["input"].ref == "insurance_claims.inputs.total_claim_amount"
     assert graph.step("output") == "insurance_claims.outputs"
     assert graph.step("simple_claims") == graph.step("complex_claims") == \
         "classify_claim_complexity"

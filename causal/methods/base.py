@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import pandas as pd
 
@@ -19,16 +19,13 @@ class Method(ABC):
     """A root-cause localiser over a :class:`CausalGraph`.
 
     ``shift`` compares a reference window with an incident window; ``anomaly`` explains one
-    request against a reference window. Options are keyword arguments of the constructor.
+    request against a reference window. Options are keyword arguments of the constructor
+    (an unknown one is a TypeError).
     The caller (:func:`causal.localise`) times the call and fills ``Ranking.seconds``.
     """
 
     name: ClassVar[str]
     modes: ClassVar[frozenset[str]]
-
-    def __init__(self, **opts: Any) -> None:
-        if opts:
-            raise TypeError(f"method {self.name!r} has no options {sorted(opts)}")
 
     def shift(self, graph: CausalGraph, reference: pd.DataFrame, incident: pd.DataFrame
               ) -> Ranking:
