@@ -52,12 +52,17 @@ class EmbeddedBus:
         if not handlers:
             return
         queue = self._queue
-        for handler in handlers:
-            queue.append((handler, record))
         if self._delivering:
+            for handler in handlers:
+                queue.append((handler, record))
             return
         self._delivering = True
         try:
+            for handler in handlers:  # nothing is queued: deliver this record first
+                try:
+                    handler(record)
+                except Exception:
+                    log.exception("delivery of %r failed", record)
             while queue:
                 handler, rec = queue.popleft()
                 try:

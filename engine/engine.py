@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from engine.compile import CompiledPipelines, NodePlan, compile_pipelines
@@ -48,18 +48,23 @@ class InferenceResult:
         return out
 
 
-@dataclass
 class _Route:
-    """Who receives records of one topic: (producing pipeline, expected origin) -> slots."""
+    """Who receives records of one topic: producing pipeline -> expected origin -> slots.
 
-    slots: dict[tuple[str, str], list[tuple[NodeProcessor, int]]] = field(
-        default_factory=lambda: defaultdict(list)
-    )
+    Nested dicts rather than a (pipeline, origin) key: no tuple is built per record."""
+
+    def __init__(self) -> None:
+        self.slots: dict[str, dict[str, list[tuple[NodeProcessor, int]]]] = {}
+
+    def add(self, pipeline: str, origin: str, proc: NodeProcessor, slot: int) -> None:
+        self.slots.setdefault(pipeline, {}).setdefault(origin, []).append((proc, slot))
 
     def __call__(self, record: Record) -> None:
         lin = record.lineage
-        for proc, slot in self.slots.get((lin.pipeline, lin.origin), ()):
-            proc.on_record(slot, record)
+        by_origin = self.slots.get(lin.pipeline)
+        if by_origin is not None:
+            for proc, slot in by_origin.get(lin.origin, ()):
+                proc.on_record(slot, record)
 
 
 class Engine:
@@ -117,9 +122,8 @@ class Engine:
             proc = self._processor(plan)
             self.processors.append(proc)
             for i, slot in enumerate(plan.slots):
-                routes[slot.topic].slots[(slot.pipeline, slot.origin)].append((proc, i))
-                routes[self.topics.control(slot.pipeline)].slots[
-                    (slot.pipeline, slot.origin)].append((proc, i))
+                routes[slot.topic].add(slot.pipeline, slot.origin, proc, i)
+                routes[self.topics.control(slot.pipeline)].add(slot.pipeline, slot.origin, proc, i)
         self.transport.prepare(self._all_topics(), self)
         for topic, route in routes.items():
             self.transport.subscribe(topic, route)
@@ -255,8 +259,11 @@ class Engine:
                 trace_id, parent_span = parse_traceparent(traceparent)
             except ValueError as exc:
                 raise RequestError(str(exc)) from None
-        else:
+        elif request_id:
             trace_id, parent_span = new_trace_id(), new_span_id()
+        else:  # a generated request id is also the trace id: one id to look up in a tracer
+            trace_id, parent_span = new_trace_id(), new_span_id()
+            request_id = trace_id
         lineage = Lineage(str(request_id or new_request_id()), trace_id, parent_span, pipeline,
                           "inputs")
         return Record(lineage, tensors)

@@ -45,6 +45,9 @@ class NodeProcessor:
         self.observers = observers
         self.single = len(plan.slots) == 1 and not plan.slots[0].trigger_picks
         self.picks = plan.slots[0].input_picks if self.single else ()
+        # One pick of a whole record, unrenamed: the record's tensor tuple is the input as is.
+        self.whole = (len(self.picks) == 1 and self.picks[0].tensor is None
+                      and not self.picks[0].renames)
         self.table = JoinTable(plan)
         self.batcher: Batcher | None = None
         self.seen: OrderedDict[Key, None] | None = None
@@ -66,11 +69,15 @@ class NodeProcessor:
             if record.kind != "data":
                 self.absent(key, record, "skipped", absence_reason([record]))
                 return
-            tensors: list[Tensor] = []
-            for pick in self.picks:
-                pick.apply(record.tensors, tensors)
-            if tensors:
-                self.fire(key, tuple(tensors), (record,), record,
+            if self.whole:
+                joined = record.tensors
+            else:
+                tensors: list[Tensor] = []
+                for pick in self.picks:
+                    pick.apply(record.tensors, tensors)
+                joined = tuple(tensors)
+            if joined:
+                self.fire(key, joined, (record,), record,
                           time.time() if self.observers else 0.0)
             else:
                 self.absent(key, record, "skipped", "projected inputs are empty")
@@ -189,7 +196,9 @@ class PortProcessor(NodeProcessor):
              example: Record, arrived_s: float) -> None:
         parents = tuple([r.lineage.record_id for r in records])
         visits = _merged_visits(self.plan, records) if self.plan.allow_cycles else None
-        lineage = example.lineage.child(self.plan.pipeline, self.plan.kind, new_span_id(),
+        # A port's record gets a span id of its own only when an observer makes spans.
+        span_id = new_span_id() if self.observers else example.lineage.span_id
+        lineage = example.lineage.child(self.plan.pipeline, self.plan.kind, span_id,
                                         parents, key[1], visits)
         self.publish(self.plan.out_topic, Record(lineage, tensors))
 
@@ -244,7 +253,7 @@ class StepProcessor(NodeProcessor):
             lin = example.lineage
             parents = ((lin.record_id,) if len(records) == 1
                        else tuple([r.lineage.record_id for r in records]))
-            span_id = new_span_id()
+            span_id = lin.span_id  # nothing traces this hop: pass the traceparent on as is
             try:
                 outputs = self.run_sync({t.name: t.data for t in tensors})
             except Exception as exc:  # noqa: BLE001 - a failing step must not stop the engine
