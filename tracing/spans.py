@@ -10,13 +10,16 @@ connected trace. A request's own record carries the client's ``traceparent``: th
 owns that span (when the request had none, the engine made up a parent id that no span
 has, and the step spans hang off that id as a trace root).
 
-Spans are created after the fact, on the sink's export thread, as SDK ``ReadableSpan``
+Spans are created after the fact, a batch of events at a time, as SDK ``ReadableSpan``
 objects with explicit ids, times and parent: going through ``Tracer.start_span`` would cost
 about ten times as much per span, since the tracer API is built for live spans (context,
-sampler, id generator, locking). Each batch's spans go to the exporter as one
-export call, on an export thread of the sink's own, so a slow or absent collector never
-holds up recording; when ``max_batches`` batches wait for it, new ones are dropped (counted
-in :attr:`SpanSink.dropped`).
+sampler, id generator, locking). They are built where the collector hands the batch over
+(the event loop): measured with ``make bench-tracing``, building them on a thread of their
+own cost about a third more CPU per request, the two threads contending for the GIL. Each
+batch's spans go to the exporter as one export call, on an export thread of the sink's own
+(exporters wait on I/O, which releases the GIL), so a slow or absent collector never holds
+up recording; when ``max_batches`` batches wait for it, new ones are dropped (counted in
+:attr:`SpanSink.dropped`).
 """
 
 from __future__ import annotations
@@ -24,7 +27,6 @@ from __future__ import annotations
 import logging
 import threading
 from collections import OrderedDict, deque
-from typing import NamedTuple
 
 from opentelemetry.sdk.resources import SERVICE_NAME, Resource
 from opentelemetry.sdk.trace import ReadableSpan
@@ -33,7 +35,6 @@ from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode, TraceFlags
 from opentelemetry.util.types import AttributeValue
 
-from engine.lineage import Lineage
 from engine.observe import StepEvent
 from engine.tensors import Tensor
 from tracing.collector import Item, PortEvent
@@ -72,39 +73,11 @@ def _shapes(tensors: tuple[Tensor, ...]) -> tuple[str, ...]:
     return tuple(out)
 
 
-class _StepSpec(NamedTuple):
-    """What a step span needs, copied out of the event on the event loop."""
-
-    lineage: Lineage
-    pipeline: str
-    step: str
-    status: str
-    batch_size: int
-    error: str | None
-    parent_span_ids: tuple[str, ...]
-    inputs: tuple[str, ...]
-    input_shapes: tuple[str, ...]
-    outputs: tuple[str, ...]
-    output_shapes: tuple[str, ...]
-    received_ns: int
-    started_ns: int
-    finished_ns: int
-
-
-class _PortSpec(NamedTuple):
-    lineage: Lineage
-    pipeline: str
-    port: str
-    tensors: tuple[str, ...]
-    shapes: tuple[str, ...]
-    time_ns: int
-
-
 class SpanSink:
     """Collector sink that turns engine events into spans and exports them.
 
-    On the event loop :meth:`consume` only copies names, ids and times out of the events;
-    the export thread builds the SDK span objects and exports them, one call per batch.
+    :meth:`consume` builds the SDK span objects of a batch of events; the export thread
+    exports them, one call per batch.
     """
 
     def __init__(self, exporter: SpanExporter, resource: Resource | None = None,
@@ -114,7 +87,7 @@ class SpanSink:
         self.max_batches = max_batches
         self.dropped = 0
         self._span_of_record: OrderedDict[str, int] = OrderedDict()
-        self._batches: deque[list[_StepSpec | _PortSpec]] = deque()
+        self._batches: deque[list[ReadableSpan]] = deque()
         self._ready = threading.Condition()
         self._exporting = False
         self._closed = False
@@ -123,23 +96,21 @@ class SpanSink:
         self._thread.start()
 
     def consume(self, items: list[Item]) -> None:
-        specs: list[_StepSpec | _PortSpec] = []
+        spans: list[ReadableSpan] = []
         for item in items:
             if type(item) is PortEvent:
-                tensors = item.record.tensors
-                specs.append(_PortSpec(item.record.lineage, item.pipeline, item.port,
-                                       _names(tensors), _shapes(tensors), item.time_ns))
+                span = self._port_span(item)
+                if span is not None:
+                    spans.append(span)
             elif item.status != "skipped":  # a step that did not execute has no span
-                e: StepEvent = item
-                specs.append(_StepSpec(e.lineage, e.pipeline, e.step, e.status, e.batch_size,
-                                       e.error, e.parent_span_ids, _names(e.inputs),
-                                       _shapes(e.inputs), _names(e.outputs), _shapes(e.outputs),
-                                       e.received_ns, e.started_ns, e.finished_ns))
+                spans.append(self._step_span(item))
+        while len(self._span_of_record) > REMEMBERED_RECORDS:
+            self._span_of_record.popitem(last=False)
         with self._ready:
             if len(self._batches) >= self.max_batches:
-                self.dropped += len(specs)
+                self.dropped += len(spans)
                 return
-            self._batches.append(specs)
+            self._batches.append(spans)
             self._ready.notify_all()
 
     def _export(self) -> None:
@@ -149,16 +120,12 @@ class SpanSink:
                     self._ready.wait()
                 if not self._batches:
                     return
-                specs = self._batches.popleft()
+                spans = self._batches.popleft()
                 self._exporting = True
             try:
-                spans = [self._port_span(s) if type(s) is _PortSpec else self._step_span(s)
-                         for s in specs]
-                while len(self._span_of_record) > REMEMBERED_RECORDS:
-                    self._span_of_record.popitem(last=False)
-                self.exporter.export([s for s in spans if s is not None])
+                self.exporter.export(spans)
             except Exception:  # noqa: BLE001 - an exporter failure must not stop tracing
-                log.exception("span export failed; %d spans lost", len(specs))
+                log.exception("span export failed; %d spans lost", len(spans))
             with self._ready:
                 self._exporting = False
                 self._ready.notify_all()
@@ -169,7 +136,7 @@ class SpanSink:
             while self._batches or self._exporting:
                 self._ready.wait()
 
-    def _step_span(self, spec: _StepSpec) -> ReadableSpan:
+    def _step_span(self, spec: StepEvent) -> ReadableSpan:
         lin = spec.lineage
         trace_id, span_id = int(lin.trace_id, 16), int(lin.span_id, 16)
         self._span_of_record[lin.record_id] = span_id
@@ -181,10 +148,10 @@ class SpanSink:
             "flowcause.generation": lin.generation,
             "flowcause.status": spec.status,
             "flowcause.batch_size": spec.batch_size,
-            "flowcause.inputs": spec.inputs,
-            "flowcause.input_shapes": spec.input_shapes,
-            "flowcause.outputs": spec.outputs,
-            "flowcause.output_shapes": spec.output_shapes,
+            "flowcause.inputs": _names(spec.inputs),
+            "flowcause.input_shapes": _shapes(spec.inputs),
+            "flowcause.outputs": _names(spec.outputs),
+            "flowcause.output_shapes": _shapes(spec.outputs),
         }
         status = UNSET
         if spec.error is not None:
@@ -206,8 +173,8 @@ class SpanSink:
             instrumentation_scope=SCOPE,
         )
 
-    def _port_span(self, spec: _PortSpec) -> ReadableSpan | None:
-        lin = spec.lineage
+    def _port_span(self, spec: PortEvent) -> ReadableSpan | None:
+        lin = spec.record.lineage
         trace_id, span_id = int(lin.trace_id, 16), int(lin.span_id, 16)
         self._span_of_record[lin.record_id] = span_id
         if not lin.parents:
@@ -224,8 +191,8 @@ class SpanSink:
                 "flowcause.port": spec.port,
                 "flowcause.request_id": lin.request_id,
                 "flowcause.generation": lin.generation,
-                "flowcause.tensors": spec.tensors,
-                "flowcause.shapes": spec.shapes,
+                "flowcause.tensors": _names(spec.record.tensors),
+                "flowcause.shapes": _shapes(spec.record.tensors),
             },
             links=[Link(p) for p in parents[1:]],
             kind=SpanKind.INTERNAL,
