@@ -103,11 +103,13 @@ def null_threshold(comparisons: list[Comparison], ref: Split, alpha: float, spli
             if mine.sum() < 2 * min_rows:
                 continue
             u = c.ref[mine]
+            if u.min() == u.max():  # any two halves of one value are 0 apart
+                continue
             wa = side[:, c.ref_rows[mine] - part.start].astype(float)
             wb = 1.0 - wa
             na, nb = wa.sum(1), wb.sum(1)
             with np.errstate(invalid="ignore", divide="ignore"):
-                score = ks.distances(u, u, wa, wb, TAIL) * np.sqrt(na * nb / (na + nb))
+                score = ks.split_distances(u, wa, wb, TAIL) * np.sqrt(na * nb / (na + nb))
             best = np.maximum(best, np.nan_to_num(score))
         maxima.append(best)
     level = ks.critical(alpha)

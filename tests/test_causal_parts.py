@@ -46,6 +46,17 @@ def test_weights_are_repeated_rows_and_tails_only_raise_the_distance(a: np.ndarr
     assert plain - 1e-12 <= tailed <= plain / (2 * np.sqrt(0.05)) + 1e-12
 
 
+@settings(max_examples=40, deadline=None)
+@given(samples, st.integers(0, 2**32 - 1))
+def test_halves_of_one_sample_match_the_two_sample_distance(u: np.ndarray, seed: int) -> None:
+    """The null's shortcut: two weightings of one sample, sorted once."""
+    side = np.random.default_rng(seed).random((5, len(u))) < 0.5
+    wa, wb = side.astype(float), (~side).astype(float)
+    for tail in (None, 0.05):
+        assert np.allclose(ks.split_distances(u, wa, wb, tail), ks.distances(u, u, wa, wb, tail),
+                           rtol=0, atol=1e-12)
+
+
 def test_exact_shapley_is_efficient_symmetric_and_matches_brute_force() -> None:
     weights = {0: 1.0, 1: 2.0, 2: 2.0, 3: 0.0}
 
