@@ -81,7 +81,7 @@ class SpanSink:
     """
 
     def __init__(self, exporter: SpanExporter, resource: Resource | None = None,
-                 max_batches: int = 256) -> None:
+                 max_batches: int = 1024) -> None:
         self.exporter = exporter
         self.resource = resource or default_resource()
         self.max_batches = max_batches
