@@ -4,14 +4,21 @@
   partition ``crc32(request id) % partitions``, so joins are co-partitioned and any number
   of engine processes in one consumer group (range assignment) share the work. The record
   key is ``<partition>.<pipeline>.<request id>``; headers carry the lineage.
+- Producing: a record is encoded once (binary framing, see :mod:`engine.record`) straight
+  into an aiokafka batch of its topic-partition (one C call, no coroutine or future per
+  record); a sender task submits whole batches (``send_batch``). The work loop never waits
+  for the broker: it processes the next poll while the last one's batches are sent and
+  acknowledged.
 - At-least-once: offsets are committed only after the outputs of the consumed records were
   acknowledged by the broker, and never past a record that still waits in a join or a
-  batch. Redelivered records carry the same deterministic record ids; processors drop
-  what they already decided (``redelivers``), and consumers of results deduplicate by
-  record id.
+  batch. A committer task commits, in order and at most every ``commit_interval_ms``, the
+  newest offsets whose outputs are all acknowledged; if producing fails for good, nothing
+  after it is committed and the worker stops consuming. Redelivered records carry the same
+  deterministic record ids; processors drop what they already decided (``redelivers``),
+  and consumers of results deduplicate by record id.
 - ``exactly_once=True`` wraps each consumed batch in a Kafka transaction (outputs and
   offsets commit together; consumers read committed data only). It costs a transaction
-  round trip per batch.
+  round trip per batch, which the work loop waits for.
 - A record that cannot be decoded, or one too large to produce, goes to the errors topic
   with the reason; the consumer moves on.
 """
@@ -23,14 +30,15 @@ import contextlib
 import logging
 import uuid
 import zlib
-from collections import defaultdict
+from collections import defaultdict, deque
 from collections.abc import Iterable
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
-from aiokafka.errors import TopicAlreadyExistsError
+from aiokafka.errors import CommitFailedError, IllegalStateError, TopicAlreadyExistsError
+from aiokafka.producer.message_accumulator import BatchBuilder
 
 from engine.lineage import Lineage, new_span_id, new_trace_id
 from engine.record import Record
@@ -39,6 +47,11 @@ from engine.transport import Handler, Host
 log = logging.getLogger(__name__)
 
 DEFAULT_MAX_RECORD_BYTES = 1_000_000
+# A batch being built closes at this size (a single larger record still goes, alone); the
+# broker's default message.max.bytes (1 MiB) bounds it.
+BATCH_BYTES = 512 * 1024
+
+Acks = list["asyncio.Future[None]"]
 
 
 def partition_of(request_id: str, partitions: int) -> int:
@@ -56,9 +69,43 @@ class _Rebalance(ConsumerRebalanceListener):
         self.transport._on_assigned(set(assigned))
 
 
+class _Batch:
+    """Records for one topic-partition in publish order; ``acked`` resolves once the broker
+    acknowledged all of them (or holds the error that stopped them)."""
+
+    __slots__ = ("topic", "partition", "builder", "acked", "mark")
+
+    def __init__(self, topic: str, partition: int, builder: BatchBuilder) -> None:
+        self.topic = topic
+        self.partition = partition
+        self.builder = builder
+        self.acked: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.mark = -1  # the last poll whose outputs went into this batch
+
+    def settle(self, ack: asyncio.Future[Any]) -> None:
+        if self.acked.done():
+            return
+        if ack.cancelled():
+            self.acked.set_exception(asyncio.CancelledError("produce cancelled"))
+        elif (exc := ack.exception()) is not None:
+            log.error("producing %d records to %s[%d] failed: %r", self.builder.record_count(),
+                      self.topic, self.partition, exc)
+            self.acked.set_exception(exc)
+        else:
+            self.acked.set_result(None)
+
+
 class KafkaTransport:
     """Moves records through Kafka. ``group_id`` names the deployment: processes sharing it
-    share the work."""
+    share the work.
+
+    ``step_inputs``: also write each step's joined inputs to ``model.<step>.inputs`` (the
+    Seldon layout, for readers outside the engine; a chain then writes about 40% more
+    records); otherwise that topic is written only when a step of the deployment reads it.
+    ``max_batch`` bounds the records read per poll; ``commit_interval_ms`` how often
+    acknowledged offsets are committed (less often means fewer commit requests and, after a
+    crash, more records read again and de-duplicated).
+    """
 
     redelivers = True
 
@@ -71,6 +118,9 @@ class KafkaTransport:
         max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES,
         client_id: str | None = None,
         poll_ms: int = 20,
+        max_batch: int = 1000,
+        commit_interval_ms: int = 100,
+        step_inputs: bool = False,
     ) -> None:
         self.bootstrap = bootstrap
         self.group_id = group_id
@@ -79,20 +129,40 @@ class KafkaTransport:
         self.max_record_bytes = max_record_bytes
         self.client_id = client_id or f"flowcause-{uuid.uuid4().hex[:8]}"
         self.poll_ms = poll_ms
+        self.max_batch = max_batch
+        self.commit_interval_ms = commit_interval_ms
+        self.step_inputs = step_inputs
         self._topics: list[str] = []
         self._host: Host | None = None
         self._work: dict[str, list[Handler]] = defaultdict(list)
         self._broadcast: dict[str, list[Handler]] = defaultdict(list)
-        self._outbox: list[tuple[str, bytes, bytes, int, list[tuple[str, bytes]]]] = []
+        # Batches not yet submitted, in the order they were opened (so per partition in
+        # publish order), the one still open per topic-partition, and how many records
+        # they hold; submitted ones until acknowledged.
+        self._unsent: deque[_Batch] = deque()
+        self._open: dict[tuple[str, int], _Batch] = {}
+        self._unsent_records = 0
+        self._in_flight: set[asyncio.Future[None]] = set()
+        # Acknowledgements of the batches that received outputs since the last poll.
+        self._mark = 0
+        self._touched: Acks = []
         self._producer: AIOKafkaProducer | None = None
         self._work_consumer: AIOKafkaConsumer | None = None
         self._result_consumer: AIOKafkaConsumer | None = None
-        self._tasks: list[asyncio.Task[None]] = []
+        self._work_task: asyncio.Task[None] | None = None
+        self._helpers: list[asyncio.Task[None]] = []  # sender, committer, results reader
         self._errors_topic: str | None = None
         self._lock = asyncio.Lock()  # one batch (or one rebalance) at a time
+        self._send_lock = asyncio.Lock()
+        self._commit_lock = asyncio.Lock()
+        self._send_due = asyncio.Event()
+        self._commit_due = asyncio.Event()
+        self._stopping = False
         self._last: dict[TopicPartition, int] = {}
+        # Per processed poll: its outputs' acknowledgements and the offsets they make safe.
+        self._commits: deque[tuple[Acks, dict[TopicPartition, int]]] = deque()
+        self._queued: dict[TopicPartition, int] = {}
         self._committed: dict[TopicPartition, int] = {}
-        self._commit: asyncio.Future[None] | None = None
         self.stats = {"consumed": 0, "produced": 0, "poison": 0, "oversized": 0}
 
     # -- Transport protocol ----------------------------------------------------------------
@@ -105,10 +175,12 @@ class KafkaTransport:
         (self._work if shared else self._broadcast)[topic].append(handler)
 
     def wants(self, topic: str) -> bool:
-        return True
+        # Only a step's inputs topic is ever skipped: the step runs in this process, so the
+        # record is for outside readers (``step_inputs``) or for a step of ours reading it.
+        return self.step_inputs or topic in self._work or topic in self._broadcast
 
     def publish(self, topic: str, record: Record) -> None:
-        value, headers = record.encode()
+        value = record.encode_value()
         lin = record.lineage
         if len(value) > self.max_record_bytes and record.kind == "data":
             self.stats["oversized"] += 1
@@ -117,7 +189,20 @@ class KafkaTransport:
             return
         partition = partition_of(lin.request_id, self.partitions)
         key = f"{partition}.{lin.pipeline}.{lin.request_id}".encode()
-        self._outbox.append((topic, value, key, partition, headers))
+        headers = lin.to_headers()
+        batch = self._open.get((topic, partition))
+        if batch is None or batch.builder.append(timestamp=None, key=key, value=value,
+                                                 headers=headers) is None:
+            assert self._producer is not None, "publish before start"
+            batch = self._open[(topic, partition)] = _Batch(topic, partition,
+                                                            self._producer.create_batch())
+            self._unsent.append(batch)
+            batch.builder.append(timestamp=None, key=key, value=value, headers=headers)
+        if batch.mark != self._mark:
+            batch.mark = self._mark
+            self._touched.append(batch.acked)
+        self._unsent_records += 1
+        self._send_due.set()
 
     def _publish_error(self, lineage: Lineage, reason: str) -> None:
         if self._errors_topic is None:
@@ -146,7 +231,7 @@ class KafkaTransport:
         self._producer = AIOKafkaProducer(
             bootstrap_servers=self.bootstrap, client_id=self.client_id, acks="all",
             enable_idempotence=True, max_request_size=self.max_record_bytes + 65536,
-            linger_ms=1, **txn,
+            max_batch_size=BATCH_BYTES, **txn,
         )
         await self._producer.start()
         isolation = "read_committed" if self.exactly_once else "read_uncommitted"
@@ -159,27 +244,40 @@ class KafkaTransport:
             tps = [TopicPartition(t, p) for t in self._broadcast for p in range(self.partitions)]
             self._result_consumer.assign(tps)
             await self._result_consumer.seek_to_end(*tps)
-            self._tasks.append(asyncio.create_task(self._results_loop()))
+            self._helpers.append(asyncio.create_task(self._results_loop()))
         if self._work:
             self._work_consumer = AIOKafkaConsumer(
                 bootstrap_servers=self.bootstrap, client_id=self.client_id,
                 group_id=self.group_id, enable_auto_commit=False, auto_offset_reset="earliest",
                 isolation_level=isolation, partition_assignment_strategy=(RangePartitionAssignor,),
-                max_poll_records=500, session_timeout_ms=10000, heartbeat_interval_ms=1000,
+                max_poll_records=self.max_batch, session_timeout_ms=10000,
+                heartbeat_interval_ms=1000,
             )
             self._work_consumer.subscribe(sorted(self._work), listener=_Rebalance(self))
             await self._work_consumer.start()
-            self._tasks.append(asyncio.create_task(self._work_loop()))
-        else:
-            self._tasks.append(asyncio.create_task(self._flush_loop()))
+            self._work_task = asyncio.create_task(self._work_loop())
+        if not (self._work and self.exactly_once):  # there, only transactions send
+            self._helpers.append(asyncio.create_task(self._send_loop()))
+        if self._work and not self.exactly_once:
+            self._helpers.append(asyncio.create_task(self._commit_loop()))
 
     async def stop(self) -> None:
-        for task in self._tasks:
+        # The work loop finishes the poll in hand (its outputs built, its offsets queued).
+        self._stopping = True
+        if self._work_task is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(asyncio.shield(self._work_task), 10 + self.poll_ms / 1000)
+        tasks = [t for t in (self._work_task, *self._helpers) if t is not None]
+        for task in tasks:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        self._tasks.clear()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._work_task = None
+        self._helpers.clear()
         with contextlib.suppress(Exception):
             await self._flush()
+        if self._work_consumer is not None and not self.exactly_once:
+            with contextlib.suppress(Exception):
+                await self._commit_acknowledged()
         for client in (self._work_consumer, self._result_consumer, self._producer):
             if client is not None:
                 with contextlib.suppress(Exception):
@@ -188,20 +286,67 @@ class KafkaTransport:
     async def drain(self) -> None:
         await self._flush()
 
-    # -- moving records ------------------------------------------------------------------
-    async def _flush(self) -> None:
-        """Send the outbox and wait until the broker acknowledged all of it."""
+    # -- producing -----------------------------------------------------------------------
+    async def _submit(self) -> None:
+        """Hand the batches built so far to the producer (they are then sent and acked)."""
         assert self._producer is not None
-        while self._outbox:
-            batch, self._outbox = self._outbox, []
-            acks = [await self._producer.send(t, v, key=k, partition=p, headers=h)
-                    for t, v, k, p, h in batch]
-            await asyncio.gather(*acks)
-            self.stats["produced"] += len(batch)
+        async with self._send_lock:
+            while self._unsent:
+                batch = self._unsent[0]
+                tp = (batch.topic, batch.partition)
+                if self._open.get(tp) is batch:
+                    del self._open[tp]
+                batch.builder.close()
+                try:
+                    # Waits while the partition's previous batch is still queued (backpressure).
+                    ack = await self._producer.send_batch(batch.builder, batch.topic,
+                                                          partition=batch.partition)
+                except asyncio.CancelledError:
+                    raise  # not submitted: it stays first in line for the next call
+                except Exception as exc:  # noqa: BLE001 - recorded on the batch, seen by waiters
+                    ack = asyncio.get_running_loop().create_future()
+                    ack.set_exception(exc)
+                self._unsent.popleft()
+                count = batch.builder.record_count()
+                self._unsent_records -= count
+                self.stats["produced"] += count
+                self._in_flight.add(batch.acked)
+                batch.acked.add_done_callback(self._in_flight.discard)
+                ack.add_done_callback(batch.settle)
 
+    async def _send_loop(self) -> None:
+        while True:
+            await self._send_due.wait()
+            self._send_due.clear()
+            if self.exactly_once:  # a client-only process: a transaction of its own
+                await self._flush()
+            else:
+                await self._submit()
+
+    async def _flush(self) -> None:
+        """Send everything published so far and wait until the broker acknowledged it."""
+        if not self.exactly_once:
+            await self._submit()
+            await asyncio.gather(*self._in_flight)
+            return
+        if not self._unsent:
+            return
+        assert self._producer is not None
+        async with self._lock:  # a transaction of its own, never inside a poll's
+            await self._producer.begin_transaction()
+            await self._submit()
+            await self._producer.commit_transaction()
+
+    def _take_touched(self) -> Acks:
+        """Acknowledgements covering every output since the last call; starts a new poll."""
+        touched, self._touched = self._touched, []
+        self._mark += 1
+        return touched
+
+    # -- consuming -----------------------------------------------------------------------
     def _decode(self, msg: Any) -> Record | None:
         try:
-            record = Record.decode(msg.value, list(msg.headers or ()))
+            record = Record.decode(msg.value, msg.headers or ())
         except ValueError as exc:
             self.stats["poison"] += 1
             reason = (f"undecodable record on {msg.topic}[{msg.partition}]@{msg.offset}: {exc}")
@@ -213,45 +358,67 @@ class KafkaTransport:
         record.source = (msg.topic, msg.partition, msg.offset)
         return record
 
+    def _deliver(self, batches: dict[TopicPartition, list[Any]]) -> None:
+        for tp, messages in batches.items():
+            handlers = self._work.get(tp.topic, ())
+            for msg in messages:
+                record = self._decode(msg)
+                if record is None:
+                    continue
+                for handler in handlers:
+                    try:
+                        handler(record)
+                    except Exception:  # a handler bug must not strand the records behind it
+                        log.exception("delivery of %r failed", record)
+            self._last[tp] = messages[-1].offset
+            self.stats["consumed"] += len(messages)
+
     async def _work_loop(self) -> None:
         consumer = self._work_consumer
         assert consumer is not None
-        while True:
-            batches = await consumer.getmany(timeout_ms=self.poll_ms, max_records=500)
+        while not self._stopping:
+            batches = await consumer.getmany(timeout_ms=self.poll_ms, max_records=self.max_batch)
+            for helper in self._helpers:
+                if helper.done():  # outputs were lost: stop rather than run uncommitted
+                    helper.result()
+                    raise RuntimeError("a Kafka transport task ended")
+            if self.exactly_once:
+                async with self._lock:
+                    await self._transact(batches)
+                continue
+            if self._unsent_records > 4 * self.max_batch:
+                await self._submit()  # the broker is behind: let it catch up first
             async with self._lock:
-                if self.exactly_once and (batches or self._outbox):
-                    await self._producer.begin_transaction()  # type: ignore[union-attr]
-                for tp, messages in batches.items():
-                    for msg in messages:
-                        self.stats["consumed"] += 1
-                        self._last[tp] = msg.offset
-                        record = self._decode(msg)
-                        if record is not None:
-                            for handler in self._work.get(msg.topic, ()):
-                                handler(record)
-                await self._settle()
+                self._deliver(batches)
+                await self._run_tasks()
                 offsets = self._committable()
-                if self.exactly_once:
-                    if self._producer.transaction_state.is_in_transaction():  # type: ignore[union-attr]
-                        if offsets:
-                            await self._producer.send_offsets_to_transaction(  # type: ignore[union-attr]
-                                offsets, self.group_id)
-                        await self._producer.commit_transaction()  # type: ignore[union-attr]
-                elif offsets and offsets != self._committed:
-                    # The outputs of these offsets are acknowledged, so committing them may
-                    # overlap with the next batch; one commit in flight at a time.
-                    if self._commit is not None:
-                        await self._commit
-                    self._committed = offsets
-                    self._commit = asyncio.ensure_future(consumer.commit(offsets))
+                acks = self._take_touched()
+                if acks or offsets != self._queued:
+                    self._commits.append((acks, offsets))
+                    self._queued = offsets
+                    self._commit_due.set()
 
-    async def _settle(self) -> None:
-        """Produce the outbox; let steps that run as tasks finish and produce theirs too."""
+    async def _transact(self, batches: dict[TopicPartition, list[Any]]) -> None:
+        """Exactly-once: one transaction holds a poll's outputs and its consumed offsets."""
+        producer = self._producer
+        assert producer is not None
+        if not batches and not self._unsent:
+            return
+        await producer.begin_transaction()
+        self._deliver(batches)
+        await self._run_tasks()
+        await self._submit()
+        offsets = self._committable()
+        if offsets:
+            await producer.send_offsets_to_transaction(offsets, self.group_id)
+        await producer.commit_transaction()
+        self._take_touched()
+
+    async def _run_tasks(self) -> None:
+        """Let steps that run as tasks (async, threaded, batched) finish and publish."""
         assert self._host is not None
-        await self._flush()
         while tasks := self._host.running_tasks():
             await asyncio.gather(*tasks, return_exceptions=True)
-            await self._flush()
 
     def _committable(self) -> dict[TopicPartition, int]:
         """Per partition: the next offset to read, but never past a record still held."""
@@ -263,18 +430,46 @@ class KafkaTransport:
                 held[tp] = min(held.get(tp, record.source[2]), record.source[2])
         return {tp: held.get(tp, last + 1) for tp, last in self._last.items()}
 
+    async def _commit_loop(self) -> None:
+        while True:
+            await self._commit_due.wait()
+            self._commit_due.clear()
+            await self._commit_acknowledged()
+            await asyncio.sleep(self.commit_interval_ms / 1000)
+
+    async def _commit_acknowledged(self) -> None:
+        """Commit the newest queued offsets once every output before them is acknowledged.
+
+        A produce that failed for good raises here, so nothing past it is ever committed."""
+        consumer = self._work_consumer
+        assert consumer is not None
+        async with self._commit_lock:
+            offsets: dict[TopicPartition, int] = {}
+            for _ in range(len(self._commits)):  # what is queued now; more may follow meanwhile
+                acks, offsets = self._commits[0]
+                await asyncio.gather(*acks)
+                self._commits.popleft()
+            if offsets and offsets != self._committed:
+                try:
+                    await consumer.commit(offsets)
+                except (CommitFailedError, IllegalStateError) as exc:  # rebalancing: re-read later
+                    log.warning("offset commit skipped: %s", exc)
+                else:
+                    self._committed = offsets
+
     async def _on_revoked(self, revoked: set[TopicPartition]) -> None:
         async with self._lock:
-            if self._commit is not None:
+            if self.exactly_once:
+                await self._transact({})
+            else:
+                await self._run_tasks()
+                self._commits.append((self._take_touched(), self._committable()))
                 with contextlib.suppress(Exception):
-                    await self._commit
-            await self._settle()
-            offsets = {tp: off for tp, off in self._committable().items() if tp in revoked}
-            if offsets and not self.exactly_once:
-                with contextlib.suppress(Exception):
-                    await self._work_consumer.commit(offsets)  # type: ignore[union-attr]
+                    await self._submit()
+                    await self._commit_acknowledged()
             for tp in revoked:
                 self._last.pop(tp, None)
+            self._queued = {}
 
     def _on_assigned(self, assigned: set[TopicPartition]) -> None:
         mine = {tp.partition for tp in assigned}
@@ -293,11 +488,3 @@ class KafkaTransport:
                     if record is not None:
                         for handler in self._broadcast.get(msg.topic, ()):
                             handler(record)
-            if self._outbox and not self._work:
-                await self._flush()
-
-    async def _flush_loop(self) -> None:
-        """A client-only process (no work subscriptions) still sends what it publishes."""
-        while True:
-            await asyncio.sleep(self.poll_ms / 1000)
-            await self._flush()

@@ -49,7 +49,9 @@ class Harness:
 
         bootstrap = self.request.getfixturevalue("kafka_bootstrap")
         topics = Topics(prefix=f"t{uuid.uuid4().hex[:10]}")
-        transport = KafkaTransport(bootstrap, group_id=f"{topics.prefix}-engine", partitions=2)
+        # It reads every topic, like the embedded bus's tap: so steps' inputs are written too.
+        transport = KafkaTransport(bootstrap, group_id=f"{topics.prefix}-engine", partitions=2,
+                                   step_inputs=True)
         engine = Engine(pipelines, steps, transport=transport, topics=topics,
                         models=case.get("models"))
         async with engine:
