@@ -20,7 +20,7 @@ on the first ``--dowhy-incidents`` incidents of a size only, each within the siz
 ``--dowhy-budget`` seconds: an incident it does not finish in time counts as a miss, its
 time as "> budget", and DoWhy is not run again at that size. A method's speed-up is DoWhy's
 mean time over the method's mean time on the same incidents (with "> " a lower bound, when
-DoWhy ran out of time). The defaults take about 20 minutes on 2 cores, most of it DoWhy's.
+DoWhy ran out of time). The defaults take 15 to 20 minutes on 2 cores, most of it DoWhy's.
 
 Targets (issue #4): flowcause's top-1 >= DoWhy's and >= 50x faster; <= 5 s per incident at
 100 nodes and <= 60 s at 1000 nodes, on 2 cores.
@@ -152,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--dowhy-incidents", default="10,2,1",
                    help="DoWhy runs the first ... of them, per size")
     p.add_argument("--rows", type=int, default=500, help="requests per window")
-    p.add_argument("--dowhy-budget", default="120,300,600",
+    p.add_argument("--dowhy-budget", default="120,300,400",
                    help="seconds DoWhy may take per incident, per size")
     p.add_argument("--dowhy-child", help=argparse.SUPPRESS)  # NODES,ROWS,SEED...: DoWhy runs
     args = p.parse_args(argv)
