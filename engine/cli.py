@@ -88,7 +88,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     async def main() -> None:
         transport = KafkaTransport(args.bootstrap, group_id=args.group, partitions=args.partitions,
-                                   exactly_once=args.exactly_once)
+                                   exactly_once=args.exactly_once, step_inputs=args.step_inputs)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -138,6 +138,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prefix", default="seldon", help="topic prefix")
     p.add_argument("--namespace", default="default", help="topic namespace")
     p.add_argument("--exactly-once", action="store_true", help="Kafka transactions per batch")
+    p.add_argument("--step-inputs", action="store_true",
+                   help="also write each step's joined inputs to model.<step>.inputs (Seldon layout)")
     p.set_defaults(func=cmd_serve)
 
     for name in COMMAND_MODULES:

@@ -348,23 +348,31 @@ class KafkaTransport:
         try:
             record = Record.decode(msg.value, msg.headers or ())
         except ValueError as exc:
-            self.stats["poison"] += 1
-            reason = (f"undecodable record on {msg.topic}[{msg.partition}]@{msg.offset}: {exc}")
-            log.warning(reason)
-            lineage = Lineage(f"poison-{msg.topic}-{msg.partition}-{msg.offset}", new_trace_id(),
-                              new_span_id(), "unknown", "poison")
-            self._publish_error(lineage, reason)
+            self._poison(msg, exc)
             return None
         record.source = (msg.topic, msg.partition, msg.offset)
         return record
 
+    def _poison(self, msg: Any, exc: ValueError) -> None:
+        self.stats["poison"] += 1
+        reason = f"undecodable record on {msg.topic}[{msg.partition}]@{msg.offset}: {exc}"
+        log.warning(reason)
+        lineage = Lineage(f"poison-{msg.topic}-{msg.partition}-{msg.offset}", new_trace_id(),
+                          new_span_id(), "unknown", "poison")
+        self._publish_error(lineage, reason)
+
     def _deliver(self, batches: dict[TopicPartition, list[Any]]) -> None:
+        decode = Record.decode
         for tp, messages in batches.items():
-            handlers = self._work.get(tp.topic, ())
+            topic, partition = tp.topic, tp.partition
+            handlers = self._work.get(topic, ())
             for msg in messages:
-                record = self._decode(msg)
-                if record is None:
+                try:
+                    record = decode(msg.value, msg.headers or ())
+                except ValueError as exc:
+                    self._poison(msg, exc)
                     continue
+                record.source = (topic, partition, msg.offset)
                 for handler in handlers:
                     try:
                         handler(record)
