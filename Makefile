@@ -32,7 +32,7 @@ lint: install
 # the broker and exits with pytest's code. With FLOWCAUSE_KAFKA_BOOTSTRAP already set it starts none.
 test: install
 	$(BIN)/ruff check .
-	$(BIN)/python scripts/kafka_broker.py --state .cache/kafka/test-broker.json run -- $(BIN)/python -m pytest -q
+	$(BIN)/python scripts/kafka_broker.py --state .cache/kafka/test-broker.json run -- $(BIN)/python -m pytest -q --durations=12
 
 # A broker to keep for running tests or benchmarks by hand: prints the `export ...` line to use.
 KAFKA_PY = $(if $(wildcard $(BIN)/python),$(BIN)/python,$(PYTHON))
