@@ -51,6 +51,8 @@ DEFAULT_MAX_RECORD_BYTES = 1_000_000
 # broker's default message.max.bytes (1 MiB) bounds it.
 BATCH_BYTES = 512 * 1024
 
+STOP_FLUSH_S = 30.0  # how long stop() waits for the broker to acknowledge what is left
+
 Acks = list["asyncio.Future[None]"]
 
 
@@ -244,7 +246,6 @@ class KafkaTransport:
             tps = [TopicPartition(t, p) for t in self._broadcast for p in range(self.partitions)]
             self._result_consumer.assign(tps)
             await self._result_consumer.seek_to_end(*tps)
-            self._helpers.append(asyncio.create_task(self._results_loop()))
         if self._work:
             self._work_consumer = AIOKafkaConsumer(
                 bootstrap_servers=self.bootstrap, client_id=self.client_id,
@@ -255,10 +256,17 @@ class KafkaTransport:
             )
             self._work_consumer.subscribe(sorted(self._work), listener=_Rebalance(self))
             await self._work_consumer.start()
+        self._start_tasks()
+
+    def _start_tasks(self) -> None:
+        """The loops, once the clients are there."""
+        if self._result_consumer is not None:
+            self._helpers.append(asyncio.create_task(self._results_loop()))
+        if self._work_consumer is not None:
             self._work_task = asyncio.create_task(self._work_loop())
-        if not (self._work and self.exactly_once):  # there, only transactions send
+        if not (self._work_consumer and self.exactly_once):  # there, only transactions send
             self._helpers.append(asyncio.create_task(self._send_loop()))
-        if self._work and not self.exactly_once:
+        if self._work_consumer is not None and not self.exactly_once:
             self._helpers.append(asyncio.create_task(self._commit_loop()))
 
     async def stop(self) -> None:
@@ -273,15 +281,18 @@ class KafkaTransport:
         await asyncio.gather(*tasks, return_exceptions=True)
         self._work_task = None
         self._helpers.clear()
-        with contextlib.suppress(Exception):
-            await self._flush()
-        if self._work_consumer is not None and not self.exactly_once:
-            with contextlib.suppress(Exception):
-                await self._commit_acknowledged()
+        with contextlib.suppress(Exception):  # the producer's own timeouts bound it, and ours
+            await asyncio.wait_for(self._finish(), STOP_FLUSH_S)
         for client in (self._work_consumer, self._result_consumer, self._producer):
             if client is not None:
                 with contextlib.suppress(Exception):
                     await client.stop()
+
+    async def _finish(self) -> None:
+        """Send what is left and commit what that makes safe."""
+        await self._flush()
+        if self._work_consumer is not None and not self.exactly_once:
+            await self._commit_acknowledged(everything=True)
 
     async def drain(self) -> None:
         await self._flush()
@@ -445,18 +456,23 @@ class KafkaTransport:
             await self._commit_acknowledged()
             await asyncio.sleep(self.commit_interval_ms / 1000)
 
-    async def _commit_acknowledged(self) -> None:
-        """Commit the newest queued offsets once every output before them is acknowledged.
+    async def _commit_acknowledged(self, everything: bool = False) -> None:
+        """Commit the newest queued offsets whose outputs, and all before, are acknowledged:
+        at least the oldest queued (waiting for it), or ``everything`` queued.
 
         A produce that failed for good raises here, so nothing past it is ever committed."""
         consumer = self._work_consumer
         assert consumer is not None
         async with self._commit_lock:
             offsets: dict[TopicPartition, int] = {}
-            for _ in range(len(self._commits)):  # what is queued now; more may follow meanwhile
-                acks, offsets = self._commits[0]
-                await asyncio.gather(*acks)
+            while self._commits:
+                acks, snapshot = self._commits[0]
+                if everything or not offsets or all(ack.done() for ack in acks):
+                    await asyncio.gather(*acks)
+                else:
+                    break  # commit the acknowledged part now, the rest next time
                 self._commits.popleft()
+                offsets = snapshot
             if offsets and offsets != self._committed:
                 try:
                     await consumer.commit(offsets)
@@ -474,7 +490,7 @@ class KafkaTransport:
                 self._commits.append((self._take_touched(), self._committable()))
                 with contextlib.suppress(Exception):
                     await self._submit()
-                    await self._commit_acknowledged()
+                    await self._commit_acknowledged(everything=True)
             for tp in revoked:
                 self._last.pop(tp, None)
             self._queued = {}
