@@ -102,8 +102,9 @@ class KafkaTransport:
     share the work.
 
     ``step_inputs``: also write each step's joined inputs to ``model.<step>.inputs`` (the
-    Seldon layout, for readers outside the engine; a chain then writes about 40% more
-    records); otherwise that topic is written only when a step of the deployment reads it.
+    Seldon layout, for readers outside the engine; a 3-step chain then writes 7 records per
+    request instead of 4); otherwise that topic is written only when a step of the
+    deployment reads it.
     ``max_batch`` bounds the records read per poll; ``commit_interval_ms`` how often
     acknowledged offsets are committed (less often means fewer commit requests and, after a
     crash, more records read again and de-duplicated).
@@ -138,6 +139,7 @@ class KafkaTransport:
         self._host: Host | None = None
         self._work: dict[str, list[Handler]] = defaultdict(list)
         self._broadcast: dict[str, list[Handler]] = defaultdict(list)
+        self._wanted: dict[str, bool] = {}
         # Batches not yet submitted, in the order they were opened (so per partition in
         # publish order), the one still open per topic-partition, and how many records
         # they hold; submitted ones until acknowledged.
@@ -177,9 +179,15 @@ class KafkaTransport:
         (self._work if shared else self._broadcast)[topic].append(handler)
 
     def wants(self, topic: str) -> bool:
-        # Only a step's inputs topic is ever skipped: the step runs in this process, so the
-        # record is for outside readers (``step_inputs``) or for a step of ours reading it.
-        return self.step_inputs or topic in self._work or topic in self._broadcast
+        wanted = self._wanted.get(topic)
+        if wanted is None:
+            # Only a step's inputs topic is ever skipped: the step runs in this process, so
+            # the record is for outside readers (``step_inputs``) or a step of ours reading it.
+            head, _, port = topic.rpartition(".")
+            step_inputs = port == "inputs" and head.rpartition(".")[0].endswith(".model")
+            wanted = self._wanted[topic] = (not step_inputs or self.step_inputs
+                                            or topic in self._work or topic in self._broadcast)
+        return wanted
 
     def publish(self, topic: str, record: Record) -> None:
         value = record.encode_value()

@@ -52,7 +52,8 @@ class Transport(Protocol):
     def wants(self, topic: str) -> bool:
         """False when a record on ``topic`` would reach nobody, so it need not be built.
 
-        Kafka always answers True (consumers outside this process may read any topic)."""
+        On Kafka, a step's inputs topic is written only when asked for (readers outside
+        the process cannot be known); every other topic always."""
         ...
 
     async def drain(self) -> None:
