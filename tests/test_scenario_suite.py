@@ -9,7 +9,7 @@ from scenarios.suite import ALL, BUILTIN, discover, format_table, run_suite, sum
 
 OUR_METHOD = "flowcause"
 MIN_TOP1 = 0.9
-COUNTS = {"healthy": 400, "incident": 400}
+COUNTS = {"healthy": 800, "incident": 800}
 
 
 def test_builtin_suite_localises_with_our_method(tmp_path: Path) -> None:
