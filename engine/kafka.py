@@ -517,6 +517,10 @@ class KafkaTransport:
             for messages in batches.values():
                 for msg in messages:
                     record = self._decode(msg)
-                    if record is not None:
-                        for handler in self._broadcast.get(msg.topic, ()):
+                    if record is None:
+                        continue
+                    for handler in self._broadcast.get(msg.topic, ()):
+                        try:
                             handler(record)
+                        except Exception:  # one bad result must not stop the others
+                            log.exception("delivery of %r failed", record)
