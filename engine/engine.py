@@ -259,11 +259,10 @@ class Engine:
                 trace_id, parent_span = parse_traceparent(traceparent)
             except ValueError as exc:
                 raise RequestError(str(exc)) from None
-        elif request_id:
+        else:
             trace_id, parent_span = new_trace_id(), new_span_id()
-        else:  # a generated request id is also the trace id: one id to look up in a tracer
-            trace_id, parent_span = new_trace_id(), new_span_id()
-            request_id = trace_id
+            # a generated request id is also the trace id: one id to look up in a tracer
+            request_id = request_id or trace_id
         lineage = Lineage(str(request_id or new_request_id()), trace_id, parent_span, pipeline,
                           "inputs")
         return Record(lineage, tensors)

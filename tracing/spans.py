@@ -136,31 +136,31 @@ class SpanSink:
             while self._batches or self._exporting:
                 self._ready.wait()
 
-    def _step_span(self, spec: StepEvent) -> ReadableSpan:
-        lin = spec.lineage
+    def _step_span(self, event: StepEvent) -> ReadableSpan:
+        lin = event.lineage
         trace_id, span_id = int(lin.trace_id, 16), int(lin.span_id, 16)
         self._span_of_record[lin.record_id] = span_id
-        parents = [SpanContext(trace_id, int(p, 16), True, SAMPLED) for p in spec.parent_span_ids]
+        parents = [SpanContext(trace_id, int(p, 16), True, SAMPLED) for p in event.parent_span_ids]
         attributes: dict[str, AttributeValue] = {
-            "flowcause.pipeline": spec.pipeline,
-            "flowcause.step": spec.step,
+            "flowcause.pipeline": event.pipeline,
+            "flowcause.step": event.step,
             "flowcause.request_id": lin.request_id,
             "flowcause.generation": lin.generation,
-            "flowcause.status": spec.status,
-            "flowcause.batch_size": spec.batch_size,
-            "flowcause.inputs": _names(spec.inputs),
-            "flowcause.input_shapes": _shapes(spec.inputs),
-            "flowcause.outputs": _names(spec.outputs),
-            "flowcause.output_shapes": _shapes(spec.outputs),
+            "flowcause.status": event.status,
+            "flowcause.batch_size": event.batch_size,
+            "flowcause.inputs": _names(event.inputs),
+            "flowcause.input_shapes": _shapes(event.inputs),
+            "flowcause.outputs": _names(event.outputs),
+            "flowcause.output_shapes": _shapes(event.outputs),
         }
         status = UNSET
-        if spec.error is not None:
-            attributes["flowcause.error"] = spec.error
-            status = Status(StatusCode.ERROR, spec.error)
-        if spec.received_ns and spec.started_ns:
-            attributes["flowcause.join_wait_ms"] = (spec.started_ns - spec.received_ns) / 1e6
+        if event.error is not None:
+            attributes["flowcause.error"] = event.error
+            status = Status(StatusCode.ERROR, event.error)
+        if event.received_ns and event.started_ns:
+            attributes["flowcause.join_wait_ms"] = (event.started_ns - event.received_ns) / 1e6
         return ReadableSpan(
-            name=spec.step,
+            name=event.step,
             context=SpanContext(trace_id, span_id, False, SAMPLED),
             parent=parents[0] if parents else None,
             resource=self.resource,
@@ -168,13 +168,13 @@ class SpanSink:
             links=[Link(p) for p in parents[1:]],
             kind=SpanKind.INTERNAL,
             status=status,
-            start_time=spec.started_ns or spec.received_ns or spec.finished_ns,
-            end_time=spec.finished_ns,
+            start_time=event.started_ns or event.received_ns or event.finished_ns,
+            end_time=event.finished_ns,
             instrumentation_scope=SCOPE,
         )
 
-    def _port_span(self, spec: PortEvent) -> ReadableSpan | None:
-        lin = spec.record.lineage
+    def _port_span(self, event: PortEvent) -> ReadableSpan | None:
+        lin = event.record.lineage
         trace_id, span_id = int(lin.trace_id, 16), int(lin.span_id, 16)
         self._span_of_record[lin.record_id] = span_id
         if not lin.parents:
@@ -182,22 +182,22 @@ class SpanSink:
         known = [self._span_of_record.get(p) for p in lin.parents]
         parents = [SpanContext(trace_id, s, True, SAMPLED) for s in known if s is not None]
         return ReadableSpan(
-            name=f"{spec.pipeline}.{spec.port}",
+            name=f"{event.pipeline}.{event.port}",
             context=SpanContext(trace_id, span_id, False, SAMPLED),
             parent=parents[0] if parents else None,
             resource=self.resource,
             attributes={
-                "flowcause.pipeline": spec.pipeline,
-                "flowcause.port": spec.port,
+                "flowcause.pipeline": event.pipeline,
+                "flowcause.port": event.port,
                 "flowcause.request_id": lin.request_id,
                 "flowcause.generation": lin.generation,
-                "flowcause.tensors": _names(spec.record.tensors),
-                "flowcause.shapes": _shapes(spec.record.tensors),
+                "flowcause.tensors": _names(event.record.tensors),
+                "flowcause.shapes": _shapes(event.record.tensors),
             },
             links=[Link(p) for p in parents[1:]],
             kind=SpanKind.INTERNAL,
-            start_time=spec.time_ns,
-            end_time=spec.time_ns,
+            start_time=event.time_ns,
+            end_time=event.time_ns,
             instrumentation_scope=SCOPE,
         )
 
