@@ -46,21 +46,22 @@ def _marginal_surprise(values: np.ndarray, reference: np.ndarray) -> np.ndarray:
     return -np.log10(np.maximum(2 * np.minimum(mid, 1 - mid), 1 / (n + 1)))
 
 
-def _players(graph: CausalGraph, candidates: list[Candidate], scores: dict[str, float],
-             threshold: float, top_k: int) -> tuple[list[Candidate], dict[str, list[int]]]:
-    """The significant leading steps, and the nodes of each that departed."""
-    players = [c for c in candidates[:top_k] if c.score > threshold]
+def _players(graph: CausalGraph, candidates: list[Candidate], found: dict[str, float],
+             top_k: int) -> tuple[list[Candidate], dict[str, list[int]]]:
+    """The leading steps with findings (significant departures), and the nodes of each
+    that departed."""
+    players = [c for c in candidates[:top_k] if c.node in found]
     members = {c.step: [graph.index[n] for n in graph.nodes
-                        if graph.step(n) == c.step and scores[n] > threshold]
+                        if graph.step(n) == c.step and n in found]
                for c in players}
     return players, members
 
 
 def refine_shift(graph: CausalGraph, enc: Encoding, fit: CrossFit, inc: Split,
-                 candidates: list[Candidate], scores: dict[str, float], threshold: float,
-                 top_k: int, alpha: float, details: dict[str, Any], rng: np.random.Generator
+                 candidates: list[Candidate], found: dict[str, float], top_k: int,
+                 alpha: float, details: dict[str, Any], rng: np.random.Generator
                  ) -> list[Candidate]:
-    players, members = _players(graph, candidates, scores, threshold, top_k)
+    players, members = _players(graph, candidates, found, top_k)
     X = fit.ref.X
     pair = rng.integers(len(inc.X), size=len(X))
     changed: dict[int, Version] = {}
@@ -92,10 +93,10 @@ def refine_shift(graph: CausalGraph, enc: Encoding, fit: CrossFit, inc: Split,
 
 
 def refine_request(graph: CausalGraph, fit: CrossFit, x: np.ndarray,
-                   candidates: list[Candidate], scores: dict[str, float], threshold: float,
-                   top_k: int, alpha: float, details: dict[str, Any], rng: np.random.Generator
+                   candidates: list[Candidate], found: dict[str, float], top_k: int,
+                   alpha: float, details: dict[str, Any], rng: np.random.Generator
                    ) -> list[Candidate]:
-    players, members = _players(graph, candidates, scores, threshold, top_k)
+    players, members = _players(graph, candidates, found, top_k)
     X = np.repeat(x, ROW_SAMPLES, axis=0)
     donors = rng.integers(len(fit.ref.X), size=ROW_SAMPLES)
 

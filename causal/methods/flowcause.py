@@ -9,10 +9,11 @@ the nodes: time linear in the size of the graph.
 
 Shift (two windows): every channel of every node is compared between the windows
 (:mod:`causal.comparison`); a node scores its best channel, a step its best node, and
-departures of values outrank departures of latency (:func:`values_first`). "No fault" when
-the best score is within the threshold calibrated on the reference window itself at level
-``alpha``. Confidence: the fraction of bootstrap resamples of both windows
-in which the step comes first.
+departures of values outrank departures of latency (:func:`values_first`). Latencies are
+first corrected for machine load, and count only when they changed materially
+(:mod:`causal.load`). "No fault" when no node departs beyond the threshold calibrated on the
+reference window itself at level ``alpha`` (:func:`findings`). Confidence: the fraction of
+bootstrap resamples of both windows in which the step comes first.
 
 One request: a node's score is its surprise given its parents (-log10 of a tail
 probability); "no fault" when the request's largest surprise is within what held-out
@@ -34,6 +35,7 @@ from causal.comparison import bootstrap_scores, compare, null_threshold
 from causal.crossfit import CrossFit, Split
 from causal.encoding import fit_encoding
 from causal.graph import CausalGraph
+from causal.load import LatencyChange, latency_change, load_factor, unloaded
 from causal.methods.base import Method
 from causal.refinement import refine_request, refine_shift
 from causal.result import Candidate, Ranking, rank_steps
@@ -61,6 +63,9 @@ class FlowCause(Method):
     def shift(self, graph: CausalGraph, reference: pd.DataFrame, incident: pd.DataFrame
               ) -> Ranking:
         rng = np.random.default_rng(self.seed)
+        factor = load_factor(graph.latency_nodes, reference, incident)
+        incident = unloaded(graph.latency_nodes, incident, factor)
+        change = latency_change(graph.latency_nodes, reference, incident)
         enc = fit_encoding(graph.nodes, [reference, incident], graph.latency_nodes)
         fit = CrossFit.fit(graph, enc, enc.encode(reference), rng)
         inc = Split.balanced(enc.encode(incident), rng)
@@ -78,10 +83,14 @@ class FlowCause(Method):
                 evidence[node] = {"channel": c.channel, "ks": c.d, "p_value": c.p,
                                   "rows": len(c.inc_rows), "in_support": c.in_support,
                                   "model": fit.models[c.node][0].model}
+        for node, c in change.items():
+            if node in evidence:
+                evidence[node].update(latency_change=c.factor, latency_spreads=c.spreads)
         threshold = null_threshold(comparisons, fit.ref, self.alpha, self.null_splits,
                                    self.min_rows, rng)
-        candidates = values_first(graph, scores, evidence, threshold)
-        no_fault = not candidates or candidates[0].score <= threshold
+        found = findings(graph, scores, threshold, change)
+        candidates = values_first(graph, scores, evidence, found)
+        no_fault = not found
         if self.bootstrap and candidates:
             nodes = self._leading_nodes(graph, candidates)
             resampled = bootstrap_scores(comparisons, nodes, len(fit.ref.X), len(inc.X),
@@ -92,16 +101,20 @@ class FlowCause(Method):
             candidates = [replace(c, confidence=confidence.get(c.step, 0.0))
                           for c in candidates]
         details: dict[str, Any] = {"reference_rows": len(fit.ref.X),
-                                   "incident_rows": len(inc.X), "targets": graph.targets}
+                                   "incident_rows": len(inc.X), "targets": graph.targets,
+                                   "load_factor": factor}
         if self.shapley and not no_fault:
-            candidates = refine_shift(graph, enc, fit, inc, candidates, scores, threshold,
-                                      self.top_k, self.alpha, details, rng)
+            candidates = refine_shift(graph, enc, fit, inc, candidates, found, self.top_k,
+                                      self.alpha, details, rng)
         return Ranking(self.name, "shift", candidates, no_fault, threshold=threshold,
                        details=details)
 
     def anomaly(self, graph: CausalGraph, reference: pd.DataFrame, request: pd.DataFrame
                 ) -> Ranking:
         rng = np.random.default_rng(self.seed)
+        factor = load_factor(graph.latency_nodes, reference, request)
+        request = unloaded(graph.latency_nodes, request, factor)
+        change = latency_change(graph.latency_nodes, reference, request)
         enc = fit_encoding(graph.nodes, [reference, request], graph.latency_nodes)
         fit = CrossFit.fit(graph, enc, enc.encode(reference), rng)
         x = enc.encode(request)[:1]
@@ -121,8 +134,12 @@ class FlowCause(Method):
             evidence[node] = {"value": enc.decode(j, x[0, j]), "in_support": bool(inside[j]),
                               "reference_as_surprising": int(exceed[j]),
                               "model": fit.models[j][0].model}
-        candidates = values_first(graph, scores, evidence, threshold)
-        no_fault = not candidates or candidates[0].score <= threshold
+            if node in change:
+                evidence[node].update(latency_change=change[node].factor,
+                                      latency_spreads=change[node].spreads)
+        found = findings(graph, scores, threshold, change)
+        candidates = values_first(graph, scores, evidence, found)
+        no_fault = not found
         if self.bootstrap and candidates:
             # resampling the reference: a node's calibrated p-value is (1 + reference
             # requests at least as surprising) / (n + 1); ties go to the larger surprise
@@ -135,10 +152,10 @@ class FlowCause(Method):
             candidates = [replace(c, confidence=confidence.get(c.step, 0.0))
                           for c in candidates]
         details: dict[str, Any] = {"reference_rows": len(ref_surprise),
-                                   "targets": graph.targets}
+                                   "targets": graph.targets, "load_factor": factor}
         if self.shapley and not no_fault:
-            candidates = refine_request(graph, fit, x, candidates, scores, threshold,
-                                        self.top_k, self.alpha, details, rng)
+            candidates = refine_request(graph, fit, x, candidates, found, self.top_k,
+                                        self.alpha, details, rng)
         return Ranking(self.name, "anomaly", candidates, no_fault, threshold=threshold,
                        details=details)
 
@@ -148,19 +165,31 @@ class FlowCause(Method):
         return [j for j, node in enumerate(graph.nodes) if graph.step(node) in steps]
 
 
+def findings(graph: CausalGraph, scores: dict[str, float], threshold: float,
+             latency_change: dict[str, LatencyChange]) -> dict[str, float]:
+    """The nodes that depart significantly: beyond ``threshold`` and, for a latency, by a
+    material amount (:mod:`causal.load`). None at all is "no fault"."""
+    return {n: v for n, v in scores.items() if v > threshold
+            and (graph.info[n].role != "latency"
+                 or latency_change.get(n, LatencyChange()).material)}
+
+
 def values_first(graph: CausalGraph, scores: dict[str, float],
-                 evidence: dict[str, dict[str, Any]], threshold: float) -> list[Candidate]:
-    """Steps ranked by their best node, except that steps with a significant departure of
-    values (tensors, status, branches, inputs) come before steps whose only significant
-    departure is latency. A step's latency has causes the graph does not see (load,
-    batching, the arrival rate), so beside a departure of values it is the weaker evidence;
-    alone, it is the finding (a slow step)."""
-    values = {n: v for n, v in scores.items()
-              if v > threshold and graph.info[n].role != "latency"}
+                 evidence: dict[str, dict[str, Any]], found: dict[str, float]
+                 ) -> list[Candidate]:
+    """Steps ranked by their best node, except that steps with a departure of values
+    (tensors, status, branches, inputs) among the ``found`` nodes come first, then steps
+    whose only finding is latency, then the rest. A step's latency has causes the graph
+    does not see (load, batching, the arrival rate), so beside a departure of values it is
+    the weaker evidence; alone, it is the finding (a slow step)."""
+    values = {n: v for n, v in found.items() if graph.info[n].role != "latency"}
     first = rank_steps(graph, values, evidence)
     named = {c.step for c in first}
+    slow = rank_steps(graph, {n: v for n, v in found.items() if graph.step(n) not in named},
+                      evidence)
+    named |= {c.step for c in slow}
     rest = {n: v for n, v in scores.items() if graph.step(n) not in named}
-    return first + rank_steps(graph, rest, evidence)
+    return first + slow + rank_steps(graph, rest, evidence)
 
 
 def first_counts(graph: CausalGraph, nodes: list[int], scores: np.ndarray,
