@@ -79,6 +79,8 @@ class Ranking:
         head = (f"method {self.method} ({self.mode}), {self.seconds:.2f} s: "
                 + ("no fault" if self.no_fault else
                    f"fault, most likely in step {self.top.step}" if self.top else "no candidates"))
+        if load_note(self.details):
+            head += f" ({load_note(self.details)})"
         rows = [("rank", "step", "node", "score", "confidence", "evidence")]
         for i, c in enumerate(self.candidates[:top], 1):
             brief = ", ".join(f"{k}={_brief(v)}" for k, v in c.evidence.items()
@@ -89,6 +91,16 @@ class Ranking:
         lines = ["  ".join(v.ljust(w) for v, w in zip(r[:5], widths, strict=True)) + "  " + r[5]
                  for r in rows]
         return "\n".join([head, *(line.rstrip() for line in lines)])
+
+
+def load_note(details: Mapping[str, Any]) -> str:
+    """A sentence on a ranking's machine-load correction of step latencies
+    (:mod:`causal.load`), when it made one of more than 5 %; else empty."""
+    factor = details.get("load_factor")
+    if factor is None or abs(math.log(factor)) < math.log(1.05):
+        return ""
+    return (f"all steps ran {factor:.2f}x as long as in the reference (machine load); "
+            "latencies were corrected for it")
 
 
 def _brief(value: Any) -> str:

@@ -14,6 +14,7 @@ from typing import Any
 
 import pandas as pd
 
+from causal.result import load_note
 from dashboard.dag import dag_svg, step_graph
 from dashboard.plots import distribution_figure, png_data_uri, timeline_figure
 from dashboard.report import (
@@ -126,6 +127,8 @@ def _method_section(report: Report) -> str:
             + table(["", "value"], [("method", f"{ranking.method} ({ranking.mode})"),
                                ("fault threshold", ranking.threshold),
                                ("verdict", "no fault" if ranking.no_fault else "fault"),
+                               *([("step latencies", load_note(ranking.details))]
+                                 if load_note(ranking.details) else []),
                                ("ranking took (s)", float(ranking.seconds)),
                                ("pipelines", ", ".join(p.name for p in report.comparison.pipelines)),
                                ("report created", report.created.isoformat())])

@@ -9,6 +9,7 @@ from typing import Any
 
 import pandas as pd
 
+from causal.result import load_note
 from dashboard.html_report import verdict
 from dashboard.report import (
     HEALTH_HEADER,
@@ -62,7 +63,9 @@ def render_markdown(report: Report) -> str:
               "\n".join(r["outputs"]), r["error"]) for r in report.lineage]), ""]
     else:
         out += ["Not available.", ""]
+    note = load_note(ranking.details)
     out += ["## Method and data", "", f"Method `{ranking.method}`, ranking took {ranking.seconds:.3g} s; "
-            f"report created {report.created.isoformat()}.", "", "```json",
+            f"report created {report.created.isoformat()}." + (f" Step latencies: {note}." if note else ""),
+            "", "```json",
             json.dumps(comparison.source, indent=2, default=str), "```", ""]
     return "\n".join(out)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from causal.result import load_note
 from scenarios.result import ScenarioResult, label, percent, verdict
 
 RESULT_FILE = "result.json"
@@ -29,6 +30,8 @@ def markdown(result: ScenarioResult, description: str = "") -> str:
         f"- incident window {' .. '.join(result.windows.get('incident', []))}",
         f"- ground truth: {truth or 'none (no-fault control)'}",
         f"- **{verdict(result)}** (localised in {result.seconds:.2f} s)",
+        *([f"- {load_note(result.ranking.get('details') or {})}"]
+          if load_note(result.ranking.get("details") or {}) else []),
         "",
         "| rank | suspect | best candidate | score | confidence | |",
         "|---:|---|---|---:|---:|---|",

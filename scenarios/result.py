@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from causal.result import load_note
+
 TOP = 10
 
 
@@ -82,4 +84,7 @@ def format_ranking(result: ScenarioResult, top: int = TOP) -> str:
                      f"confidence {percent(s['confidence']):>4}  ({s['node']}){mark}")
     truth = ", ".join(label(result, t) for t in result.ground_truth) or "none (control)"
     lines.append(f"  ground truth: {truth}; {verdict(result)}")
+    note = load_note(result.ranking.get("details") or {})
+    if note:
+        lines.append(f"  {note}")
     return "\n".join(lines)

@@ -9,6 +9,7 @@ import pytest
 
 import causal
 from causal.load import MIN_LATENCY_CHANGE, latency_change, load_factor, unloaded
+from causal.result import load_note
 
 STEPS = ("parse", "embed", "score", "rank")
 SPEC = {"apiVersion": "mlops.seldon.io/v1alpha1", "kind": "Pipeline",
@@ -65,6 +66,8 @@ def test_a_slower_machine_is_no_fault() -> None:
     ranking = causal.localise(SPEC, reference, incident)
     assert ranking.no_fault, ranking.table(4)
     assert ranking.details["load_factor"] == pytest.approx(2.0, rel=0.03)
+    assert "ran 2.0" in load_note(ranking.details) and load_note(ranking.details) in ranking.table()
+    assert load_note({"load_factor": 1.03}) == load_note({}) == ""
 
 
 def test_a_slow_step_on_a_slower_machine_is_found() -> None:
