@@ -59,18 +59,18 @@ class EmbeddedBus:
         self._delivering = True
         try:
             for handler in handlers:  # nothing is queued: deliver this record first
-                try:
-                    handler(record)
-                except Exception:
-                    log.exception("delivery of %r failed", record)
+                _deliver(handler, record)
             while queue:
-                handler, rec = queue.popleft()
-                try:
-                    handler(rec)
-                except Exception:  # a handler bug must not strand the deliveries behind it
-                    log.exception("delivery of %r failed", rec)
+                _deliver(*queue.popleft())
         finally:
             self._delivering = False
 
     async def drain(self) -> None:
         return None
+
+
+def _deliver(handler: Handler, record: Record) -> None:
+    try:
+        handler(record)
+    except Exception:  # a handler bug must not strand the deliveries behind it
+        log.exception("delivery of %r failed", record)
