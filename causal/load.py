@@ -96,6 +96,6 @@ def latency_change(latency_nodes: Sequence[str], reference: pd.DataFrame,
             continue
         moved = float(np.max(np.abs(_scale(inc, QUANTILES) - _scale(ref, QUANTILES))))
         spread = float(_scale(ref, 0.9) - _scale(ref, 0.1))
-        out[node] = LatencyChange(float(np.exp(moved)),
-                                  moved / spread if spread > 0 else np.inf * (moved > 0))
+        spreads = moved / spread if spread > 0 else (np.inf if moved > 0 else 0.0)
+        out[node] = LatencyChange(float(np.exp(moved)), spreads)
     return out

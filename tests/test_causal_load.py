@@ -56,6 +56,9 @@ def test_the_load_factor_is_the_steps_common_change() -> None:
     assert all(change[n].factor < 1.1 and not change[n].material
                for n in LATENCY if n != "embed.latency_ms")
     assert adjusted["p.inputs.x"].equals(one_slow["p.inputs.x"])
+    constant = pd.DataFrame({"s.latency_ms": [2.0] * 20})
+    assert latency_change(["s.latency_ms"], constant, constant)["s.latency_ms"].spreads == 0.0
+    assert latency_change(["s.latency_ms"], constant, constant * 3)["s.latency_ms"].material
 
 
 def test_a_slower_machine_is_no_fault() -> None:
