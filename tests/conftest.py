@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import os
 import re
+import threading
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import pytest
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 # ----------------------------------------------------------------------------- Kafka broker
 
@@ -70,3 +73,29 @@ def unique_topic(request: pytest.FixtureRequest) -> Callable[[str], str]:
         return f"t-{test}-{run}-{clean}"
 
     return make
+
+
+# ----------------------------------------------------------------------------- OTLP collector
+
+@pytest.fixture
+def collector_endpoint() -> Iterator[tuple[str, list[ExportTraceServiceRequest]]]:
+    """A stand-in OTLP/HTTP collector on localhost."""
+    received: list[ExportTraceServiceRequest] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            received.append(ExportTraceServiceRequest.FromString(body))
+            self.send_response(200)
+            self.send_header("Content-Type", "application/x-protobuf")
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_port}/v1/traces", received
+    server.shutdown()
+    thread.join()

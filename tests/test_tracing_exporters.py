@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import threading
-from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 
 import numpy as np
@@ -39,30 +36,6 @@ def run_requests(config: TracingConfig, n: int) -> list[str]:
         return [r.lineage.trace_id for r in results if r.lineage is not None]
 
     return asyncio.run(main())
-
-
-@pytest.fixture
-def collector_endpoint() -> Iterator[tuple[str, list[ExportTraceServiceRequest]]]:
-    """A stand-in OTLP/HTTP collector on localhost."""
-    received: list[ExportTraceServiceRequest] = []
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:  # noqa: N802 - http.server's naming
-            body = self.rfile.read(int(self.headers["Content-Length"]))
-            received.append(ExportTraceServiceRequest.FromString(body))
-            self.send_response(200)
-            self.send_header("Content-Type", "application/x-protobuf")
-            self.end_headers()
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = HTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_port}/v1/traces", received
-    server.shutdown()
-    thread.join()
 
 
 def test_otlp_over_http_reaches_the_collector(

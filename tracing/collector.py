@@ -93,14 +93,21 @@ class Collector:
         with self._lock:
             queue = self._queue
             items = [queue.popleft() for _ in range(len(queue))]
-            if not items:
-                return
-            for sink in self.sinks:
-                try:
-                    sink.consume(items)
-                except Exception:  # noqa: BLE001 - a failing sink must not stop the engine
-                    log.exception("tracing: %s failed on a batch of %d events; it is lost",
-                                  type(sink).__name__, len(items))
+            if items:
+                self._hand_over(items)
+
+    def consume(self, items: list[Item]) -> None:
+        """Hand a batch of events gathered elsewhere (in another process) to the sinks."""
+        with self._lock:
+            self._hand_over(items)
+
+    def _hand_over(self, items: list[Item]) -> None:
+        for sink in self.sinks:
+            try:
+                sink.consume(items)
+            except Exception:  # noqa: BLE001 - a failing sink must not stop the engine
+                log.exception("tracing: %s failed on a batch of %d events; it is lost",
+                              type(sink).__name__, len(items))
 
     # -- flusher thread --------------------------------------------------------------------
     def _run(self) -> None:

@@ -6,11 +6,14 @@
 | span exporter: none / console / memory / otlp | ``OTEL_TRACES_EXPORTER`` | none |
 | largest tensor kept whole (elements) | ``FLOWCAUSE_TRACE_MAX_VALUES`` | 64 |
 | write the store at least every (seconds) | ``FLOWCAUSE_TRACE_FLUSH_SECONDS`` | 1.0 |
+| build spans and write the store in a process of their own | ``FLOWCAUSE_TRACE_PROCESS`` | no |
 """
 
 from __future__ import annotations
 
+import functools
 import os
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -18,15 +21,29 @@ from opentelemetry.sdk.trace.export import SpanExporter
 
 from tracing.collector import Collector, Sink
 from tracing.exporters import exporter_name, span_exporter
+from tracing.offload import ProcessSinks
 from tracing.recorder import StoreRecorder
 from tracing.spans import SpanSink
 from tracing.summary import DEFAULT_MAX_VALUES
 
-ENV: dict[str, tuple[str, type]] = {
-    "store": ("FLOWCAUSE_TRACE_STORE", str),
-    "exporter": ("OTEL_TRACES_EXPORTER", str),
-    "max_values": ("FLOWCAUSE_TRACE_MAX_VALUES", int),
-    "flush_seconds": ("FLOWCAUSE_TRACE_FLUSH_SECONDS", float),
+
+def yes_or_no(text: str) -> bool:
+    """``1/true/yes/on`` or ``0/false/no/off`` (any case)."""
+    value = text.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(text)
+
+
+# setting -> (variable, parser, what the parser accepts)
+ENV: dict[str, tuple[str, Callable[[str], Any], str]] = {
+    "store": ("FLOWCAUSE_TRACE_STORE", str, "path"),
+    "exporter": ("OTEL_TRACES_EXPORTER", str, "exporter name"),
+    "max_values": ("FLOWCAUSE_TRACE_MAX_VALUES", int, "integer"),
+    "flush_seconds": ("FLOWCAUSE_TRACE_FLUSH_SECONDS", float, "number"),
+    "process": ("FLOWCAUSE_TRACE_PROCESS", yes_or_no, "yes/no (1, true, yes, on, 0, ...)"),
 }
 
 
@@ -36,18 +53,19 @@ class TracingConfig:
     exporter: str = "none"
     max_values: int = DEFAULT_MAX_VALUES
     flush_seconds: float = 1.0
+    process: bool = False
 
     @classmethod
     def from_env(cls, **overrides: Any) -> TracingConfig:
         """Settings from the environment; ``overrides`` that are not None win."""
         values: dict[str, Any] = {}
-        for name, (variable, parse) in ENV.items():
+        for name, (variable, parse, what) in ENV.items():
             raw = os.environ.get(variable)
             if raw:
                 try:
                     values[name] = parse(raw)
                 except ValueError:
-                    raise ValueError(f"{variable}={raw!r} is not a valid {parse.__name__}") from None
+                    raise ValueError(f"{variable}={raw!r} is not a valid {what}") from None
         values.update({k: v for k, v in overrides.items() if v is not None})
         config = cls(**values)
         return replace(config, exporter=exporter_name(config.exporter))
@@ -61,14 +79,28 @@ class Tracing:
     exporter: SpanExporter | None
 
 
-def build(config: TracingConfig) -> Tracing | None:
-    """The collector with the sinks ``config`` asks for; None when it asks for nothing."""
-    sinks: list[Sink] = []
+def sinks(config: TracingConfig) -> list[Sink]:
+    """The sinks ``config`` asks for (in the process that calls this)."""
+    out: list[Sink] = []
     exporter = span_exporter(config.exporter)
     if exporter is not None:
-        sinks.append(SpanSink(exporter))
+        out.append(SpanSink(exporter))
     if config.store:
-        sinks.append(StoreRecorder(config.store, config.max_values))
-    if not sinks:
+        out.append(StoreRecorder(config.store, config.max_values))
+    return out
+
+
+def build(config: TracingConfig) -> Tracing | None:
+    """The collector with the sinks ``config`` asks for; None when it asks for nothing."""
+    if config.exporter == "none" and not config.store:
         return None
-    return Tracing(Collector(sinks, config.flush_seconds), exporter)
+    if config.process:
+        if config.exporter == "memory":
+            raise ValueError("the memory span exporter keeps spans in the process that made "
+                             "them; it cannot run in a tracing process")
+        factory = functools.partial(sinks, config)
+        remote: Sequence[Sink] = [ProcessSinks(factory, config.flush_seconds)]
+        return Tracing(Collector(remote, config.flush_seconds), None)
+    local = sinks(config)
+    exporter = next((s.exporter for s in local if isinstance(s, SpanSink)), None)
+    return Tracing(Collector(local, config.flush_seconds), exporter)

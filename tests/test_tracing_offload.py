@@ -1,0 +1,250 @@
+"""Tracing in a process of its own: events packed and unpacked whole, a store written by the
+tracing process identical to one written in process, spans exported from it, the engine's
+process killed with -9, and a tracing process that dies."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import pickle
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+from engine.engine import Engine
+from engine.lineage import Lineage
+from engine.observe import StepEvent
+from engine.record import Record
+from engine.spec import load_pipelines
+from engine.tensors import Tensor
+from scenarios.steps.insurance_claims import STEPS, request_tensors
+from tracing.collector import Collector, Item, PortEvent, Sink
+from tracing.config import TracingConfig, build
+from tracing.files import committed
+from tracing.offload import ProcessSinks, pack, unpack
+from tracing.store import TraceStore
+
+ROOT = Path(__file__).resolve().parents[1]
+SPEC = ROOT / "scenarios" / "pipelines" / "insurance_claims.yaml"
+CLAIMS = ROOT / ".." / "shared" / "reference" / "insurance-claims" / "insurance_claims.csv"
+PIPELINE = "insurance_claims"
+
+
+def events() -> list[Item]:
+    shared = Tensor("x", "FP64", np.arange(6, dtype=np.float64).reshape(2, 3))
+    text = Tensor("report", "BYTES", np.array([b"YES", b"NO"], dtype=object))
+    flag = Tensor("ok", "BOOL", np.array([True]))
+    lin = Lineage("r1", "a" * 32, "b" * 16, "p", "s.outputs", 2, ("r1/p/inputs/0",),
+                  {"s": 2})
+    return [
+        StepEvent("p", "s", "ok", lin, ("c" * 16, "d" * 16), (shared, text), (shared, flag),
+                  1, 2, 3, 4, None),
+        StepEvent("p", "t", "skipped", lin, (), (), (), 0, 0, 9, 1, "not triggered"),
+        StepEvent("p", "u", "error", lin, ("c" * 16,), (text,), (), 5, 6, 7, 1, "boom"),
+        PortEvent(11, "p", "outputs", Record(lin, (shared, Tensor("n", "INT32",
+                                                                  np.array([[7]], np.int32))))),
+        PortEvent(12, "p", "inputs", Record(lin, (), "absent", "skipped")),
+    ]
+
+
+def test_packed_events_unpack_to_the_same_events() -> None:
+    original = events()
+    again = unpack(pickle.loads(pickle.dumps(pack(original))))
+    assert [type(e) for e in again] == [type(e) for e in original]
+    for a, b in zip(original, again, strict=True):
+        if isinstance(a, StepEvent):
+            assert isinstance(b, StepEvent)
+            for field in ("pipeline", "step", "status", "parent_span_ids", "received_ns",
+                          "started_ns", "finished_ns", "batch_size", "error"):
+                assert getattr(a, field) == getattr(b, field), field
+            pairs = list(zip(a.inputs + a.outputs, b.inputs + b.outputs, strict=True))
+            lineages = (a.lineage, b.lineage)
+        else:
+            assert isinstance(b, PortEvent)
+            assert (a.time_ns, a.pipeline, a.port) == (b.time_ns, b.pipeline, b.port)
+            assert (a.record.kind, a.record.error) == (b.record.kind, b.record.error)
+            pairs = list(zip(a.record.tensors, b.record.tensors, strict=True))
+            lineages = (a.record.lineage, b.record.lineage)
+        for t, u in pairs:
+            assert (t.name, t.datatype, t.data.dtype, t.data.shape) == (
+                u.name, u.datatype, u.data.dtype, u.data.shape)
+            assert t.data.tolist() == u.data.tolist()
+        for field in ("request_id", "trace_id", "span_id", "pipeline", "origin", "generation",
+                      "parents", "record_id"):
+            assert getattr(lineages[0], field) == getattr(lineages[1], field), field
+    # a tensor object passed on as is stays one object (the store summarises it once)
+    first = again[0]
+    assert isinstance(first, StepEvent) and first.inputs[0] is first.outputs[0]
+
+
+def send_claims(tracing_observer: Collector, n: int) -> None:
+    claims = pd.read_csv(CLAIMS).to_dict("records")
+
+    async def main() -> None:
+        async with Engine(load_pipelines(SPEC), STEPS, observers=[tracing_observer]) as engine:
+            results = await asyncio.gather(*(
+                engine.infer(PIPELINE, request_tensors(c), request_id=f"{i:04d}")
+                for i, c in enumerate(claims[:n])))
+        assert all(r.ok for r in results)
+
+    asyncio.run(main())
+
+
+def without_times(frame: pd.DataFrame) -> pd.DataFrame:
+    return frame.drop(columns=[c for c in frame.columns
+                               if c == "time" or c.endswith(".latency_ms")])
+
+
+def test_a_tracing_process_writes_the_store_the_engine_would(tmp_path: Path) -> None:
+    n = 400
+    local = build(TracingConfig(store=str(tmp_path / "local")))
+    remote = build(TracingConfig(store=str(tmp_path / "remote"), process=True))
+    assert local is not None and remote is not None
+    assert [type(s) for s in remote.collector.sinks] == [ProcessSinks]
+    for tracing in (local, remote):
+        send_claims(tracing.collector, n)
+        tracing.collector.close()
+    a = TraceStore(tmp_path / "local").frame(PIPELINE).sort_index()
+    b = TraceStore(tmp_path / "remote").frame(PIPELINE).sort_index()
+    assert len(a) == len(b) == n
+    pd.testing.assert_frame_equal(without_times(a), without_times(b))
+    assert b.filter(like=".latency_ms").notna().any().all()
+    one = TraceStore(tmp_path / "remote").records("0007")
+    assert list(one["node"]) == list(TraceStore(tmp_path / "local").records("0007")["node"])
+
+
+def test_flush_commits_everything_consumed_so_far(tmp_path: Path) -> None:
+    tracing = build(TracingConfig(store=str(tmp_path), process=True, flush_seconds=60))
+    assert tracing is not None
+    send_claims(tracing.collector, 50)
+    tracing.collector.flush()  # the child's own timer would wait a minute
+    assert len(TraceStore(tmp_path).frame(PIPELINE)) == 50
+    tracing.collector.close()
+
+
+def test_spans_are_exported_from_the_tracing_process(
+        collector_endpoint: tuple[str, list[ExportTraceServiceRequest]],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    url, received = collector_endpoint
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", url)
+    tracing = build(TracingConfig(exporter="otlp", process=True))
+    assert tracing is not None and tracing.exporter is None
+    send_claims(tracing.collector, 20)
+    tracing.collector.flush()
+    spans = [s for r in received for rs in r.resource_spans for ss in rs.scope_spans
+             for s in ss.spans]
+    by_trace: dict[bytes, set[str]] = {}
+    for s in spans:
+        by_trace.setdefault(s.trace_id, set()).add(s.name)
+    assert len(by_trace) == 20
+    assert all({"calculate_claim_value", "classify_claim_value"} <= names
+               for names in by_trace.values())
+    tracing.collector.close()
+
+
+def test_the_memory_exporter_cannot_leave_the_process() -> None:
+    with pytest.raises(ValueError, match="memory span exporter"):
+        build(TracingConfig(exporter="memory", process=True))
+
+
+def test_the_process_setting_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FLOWCAUSE_TRACE_PROCESS", "Yes")
+    assert TracingConfig.from_env().process
+    monkeypatch.setenv("FLOWCAUSE_TRACE_PROCESS", "maybe")
+    with pytest.raises(ValueError, match="FLOWCAUSE_TRACE_PROCESS='maybe' is not a valid yes/no"):
+        TracingConfig.from_env()
+
+
+def no_sinks() -> Sequence[Sink]:
+    return []
+
+
+def test_a_dead_tracing_process_costs_events_not_the_engine() -> None:
+    sinks = ProcessSinks(no_sinks)
+    sinks._process.kill()  # noqa: SLF001 - the failure under test
+    sinks._process.join()  # noqa: SLF001
+    deadline = time.monotonic() + 30
+    while sinks.dropped == 0:
+        sinks.consume(events())
+        assert time.monotonic() < deadline, "the dead process was never noticed"
+    sinks.flush()  # returns: nothing waits for an answer that cannot come
+    sinks.close()
+    assert sinks.dropped > 0
+
+
+# Sends insurance claims with a tracing process; never calls close().
+WRITER = """
+import asyncio, sys
+import pandas as pd
+from engine.engine import Engine
+from engine.spec import load_pipelines
+from scenarios.steps.insurance_claims import STEPS, request_tensors
+from tracing.config import TracingConfig, build
+
+if __name__ == "__main__":
+    store = sys.argv[1]
+    claims = pd.read_csv(sys.argv[2]).to_dict("records")
+    tracing = build(TracingConfig(store=store, process=True, flush_seconds=0.05))
+    print(tracing.collector.sinks[0].pid, flush=True)
+
+    async def main():
+        async with Engine(load_pipelines("scenarios/pipelines/insurance_claims.yaml"), STEPS,
+                          observers=[tracing.collector]) as engine:
+            sent = 0
+            while True:
+                batch = [claims[(sent + i) % len(claims)] for i in range(50)]
+                await asyncio.gather(*(engine.infer("insurance_claims", request_tensors(c),
+                                                    request_id=f"{sent + i}")
+                                       for i, c in enumerate(batch)))
+                sent += len(batch)
+                await asyncio.sleep(0.001)
+
+    asyncio.run(main())
+"""
+
+
+def test_kill_9_of_the_engine_leaves_the_tracing_process_to_finish(tmp_path: Path) -> None:
+    script = tmp_path / "writer.py"
+    script.write_text(WRITER)
+    store = tmp_path / "store"
+    writer = subprocess.Popen([sys.executable, str(script), str(store), str(CLAIMS)], cwd=ROOT,
+                              env={**os.environ, "PYTHONPATH": str(ROOT)},
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert writer.stdout is not None
+    tracer = int(writer.stdout.readline())
+    try:
+        deadline = time.monotonic() + 60
+        while len(committed(store, [PIPELINE])) < 3:
+            assert writer.poll() is None, writer.stderr.read().decode() if writer.stderr else ""
+            assert time.monotonic() < deadline, "the tracing process committed nothing"
+            time.sleep(0.01)
+    finally:
+        os.kill(writer.pid, signal.SIGKILL)
+        writer.wait()
+    deadline = time.monotonic() + 30  # the orphaned tracing process commits what it has
+    while running(tracer):
+        assert time.monotonic() < deadline, "the tracing process outlived the engine"
+        time.sleep(0.05)
+    frame = TraceStore(store).frame(PIPELINE)
+    done = frame[frame["insurance_claims.outputs.payout"].notna()]
+    assert len(done) >= 50
+    assert (done["calculate_claim_value.outputs.claim_value"]
+            == 1.05 * done["insurance_claims.inputs.total_claim_amount"]).all()
+    assert not list(store.rglob(".*.tmp")), "the tracing process left a half-written file"
+
+
+def running(pid: int) -> bool:
+    """Whether ``pid`` is alive (an unreaped zombie is not)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+    return "State:\tZ" not in status

@@ -1,0 +1,228 @@
+"""Tracing sinks in a process of their own, so that building spans and writing Parquet run
+beside the engine instead of inside its event loop.
+
+:class:`ProcessSinks` is a collector sink like any other. On the engine's event loop it
+packs each batch of events into plain tuples (names, ids, times, and each distinct tensor's
+raw bytes once) and queues them; a sender thread writes the packed batches to a pipe (the
+write waits on the pipe, not on the GIL). A child process, started with ``spawn``, builds
+the real sinks from a picklable factory, unpacks every batch into the same events and hands
+them to those sinks, flushing them every ``flush_seconds`` of its own.
+
+- :meth:`ProcessSinks.flush` asks the child to flush and waits for its answer: afterwards
+  everything consumed before the call is committed and its spans exported.
+- The engine is never held up by a slow child beyond ``max_batches`` queued batches: then
+  :meth:`consume` waits for room (back-pressure rather than losing what was traced).
+- If the engine's process dies, even by ``kill -9``, the child sees the pipe close,
+  flushes what it received and exits: only batches still queued in the engine are lost. If
+  the child dies, batches are dropped and counted (:attr:`ProcessSinks.dropped`); tracing
+  never stops the engine.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import multiprocessing
+import pickle
+import threading
+from collections import deque
+from collections.abc import Callable, Sequence
+from multiprocessing.connection import Connection
+from typing import Any
+
+import numpy as np
+
+from engine.lineage import Lineage
+from engine.observe import StepEvent
+from engine.record import Record
+from engine.tensors import Tensor
+from tracing.collector import Collector, Item, PortEvent, Sink
+from tracing.spans import SpanSink
+
+log = logging.getLogger(__name__)
+FLUSH, CLOSE = b"F", b"C"
+STEP, PORT = 0, 1
+
+SinkFactory = Callable[[], Sequence[Sink]]
+Packed = tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]
+
+
+# -- packing: events <-> plain tuples -------------------------------------------------------
+def pack(items: list[Item]) -> Packed:
+    """A batch of events as tuples of strings, numbers and bytes; each distinct tensor object
+    once (a step's inputs are usually upstream outputs, passed on as is)."""
+    index: dict[int, int] = {}
+    tensors: list[tuple[Any, ...]] = []
+    rows: list[tuple[Any, ...]] = []
+    for item in items:
+        step = type(item) is StepEvent
+        groups = (item.inputs, item.outputs) if step else (item.record.tensors,)
+        refs = []
+        for group in groups:
+            at = []
+            for t in group:
+                i = index.get(id(t))
+                if i is None:
+                    i = index[id(t)] = len(tensors)
+                    d = t.data
+                    tensors.append((t.name, t.datatype, d.shape, d.dtype,
+                                    d.tolist() if d.dtype.kind == "O" else d.tobytes()))
+                at.append(i)
+            refs.append(tuple(at))
+        if step:
+            lin = item.lineage
+            rows.append((STEP, item.pipeline, item.step, item.status, lin.request_id,
+                         lin.trace_id, lin.span_id, lin.pipeline, lin.origin, lin.generation,
+                         lin.parents, item.parent_span_ids, refs[0], refs[1], item.received_ns,
+                         item.started_ns, item.finished_ns, item.batch_size, item.error))
+        else:
+            record = item.record
+            lin = record.lineage
+            rows.append((PORT, item.pipeline, item.port, item.time_ns, lin.request_id,
+                         lin.trace_id, lin.span_id, lin.pipeline, lin.origin, lin.generation,
+                         lin.parents, refs[0], record.kind, record.error))
+    return rows, tensors
+
+
+def unpack(packed: Packed) -> list[Item]:
+    """The events :func:`pack` was given (tensor objects shared as they were)."""
+    rows, described = packed
+    tensors = [Tensor(name, datatype, np.array(data, dtype=dtype).reshape(shape)
+                      if dtype.kind == "O" else np.frombuffer(data, dtype).reshape(shape))
+               for name, datatype, shape, dtype, data in described]
+    items: list[Item] = []
+    for row in rows:
+        lineage = Lineage(*row[4:11])
+        if row[0] == STEP:
+            (pipeline, step, status), (parent_spans, inputs, outputs) = row[1:4], row[11:14]
+            received, started, finished, batch_size, error = row[14:]
+            items.append(StepEvent(pipeline, step, status, lineage, parent_spans,
+                                   tuple([tensors[i] for i in inputs]),
+                                   tuple([tensors[i] for i in outputs]),
+                                   received, started, finished, batch_size, error))
+        else:
+            pipeline, port, time_ns = row[1:4]
+            refs, kind, error = row[11:]
+            record = Record(lineage, tuple([tensors[i] for i in refs]), kind, error)
+            items.append(PortEvent(time_ns, pipeline, port, record))
+    return items
+
+
+# -- the child process ----------------------------------------------------------------------
+def _serve(conn: Connection, factory: SinkFactory, flush_seconds: float) -> None:
+    """The child: a collector over the factory's sinks (it flushes on a thread of its own),
+    fed with the batches that arrive."""
+    collector = Collector(factory(), flush_seconds)
+    try:
+        while True:
+            try:
+                message = conn.recv_bytes()
+            except EOFError:  # the engine's process is gone
+                break
+            if message == FLUSH:
+                collector.flush()
+                for sink in collector.sinks:
+                    if isinstance(sink, SpanSink):
+                        sink.wait_exported()
+                conn.send_bytes(FLUSH)
+            elif message == CLOSE:
+                break
+            else:
+                collector.consume(unpack(pickle.loads(message)))
+    finally:
+        collector.close()
+        conn.close()
+
+
+# -- the engine's side ----------------------------------------------------------------------
+class ProcessSinks:
+    """The sinks ``factory`` builds, run in a child process (see the module docstring)."""
+
+    def __init__(self, factory: SinkFactory, flush_seconds: float = 1.0,
+                 max_batches: int = 256) -> None:
+        self.max_batches = max_batches
+        self.dropped = 0
+        context = multiprocessing.get_context("spawn")
+        self._conn, child = context.Pipe()
+        self._process = context.Process(target=_serve, args=(child, factory, flush_seconds),
+                                        name="flowcause-tracing", daemon=True)
+        self._process.start()
+        child.close()
+        # packed batches, and flush requests (an Event to set when the child answered)
+        self._queue: deque[bytes | threading.Event] = deque()
+        self._room = threading.Condition()
+        self._alive = True
+        self._closed = False
+        self._sender = threading.Thread(target=self._send, name="flowcause-tracing-send",
+                                        daemon=True)
+        self._sender.start()
+
+    @property
+    def pid(self) -> int | None:
+        """The tracing process's id."""
+        return self._process.pid
+
+    def _put(self, message: bytes | threading.Event, events: int = 0) -> bool:
+        with self._room:
+            while len(self._queue) >= self.max_batches and self._alive:
+                self._room.wait()
+            if not self._alive or self._closed:
+                self.dropped += events
+                return False
+            self._queue.append(message)
+            self._room.notify_all()
+            return True
+
+    def consume(self, items: list[Item]) -> None:
+        self._put(pickle.dumps(pack(items), protocol=pickle.HIGHEST_PROTOCOL), len(items))
+
+    def _send(self) -> None:
+        """The sender thread: writes batches and flush requests to the child, in order."""
+        while True:
+            with self._room:
+                while not self._queue and not self._closed:
+                    self._room.wait()
+                if not self._queue:
+                    break
+                message = self._queue.popleft()
+                self._room.notify_all()
+            try:
+                if isinstance(message, threading.Event):
+                    self._conn.send_bytes(FLUSH)
+                    self._conn.recv_bytes()
+                    message.set()
+                else:
+                    self._conn.send_bytes(message)
+            except (OSError, EOFError):
+                log.error("tracing: the tracing process is gone; events are dropped from now")
+                self._fail()
+                return
+        with contextlib.suppress(OSError):
+            self._conn.send_bytes(CLOSE)
+
+    def _fail(self) -> None:
+        with self._room:
+            self._alive = False
+            for message in self._queue:
+                if isinstance(message, threading.Event):
+                    message.set()
+                else:
+                    self.dropped += 1  # batches, from here on: their events are unknown
+            self._queue.clear()
+            self._room.notify_all()
+
+    def flush(self) -> None:
+        """Have the child commit and export everything consumed so far; waits for it."""
+        done = threading.Event()
+        if self._put(done):
+            done.wait()
+
+    def close(self) -> None:
+        with self._room:
+            if self._closed:
+                return
+            self._closed = True
+            self._room.notify_all()
+        self._sender.join()
+        self._process.join()
+        self._conn.close()
