@@ -26,10 +26,11 @@ from engine.record import Record
 from engine.spec import load_pipelines
 from engine.tensors import Tensor
 from scenarios.steps.insurance_claims import STEPS, request_tensors
-from tracing.collector import Collector, Item, PortEvent, Sink
+from tracing.collector import Collector, Sink
 from tracing.config import TracingConfig, build
+from tracing.events import TENSOR_COLUMNS, EventBatch, Item, PortEvent, from_wire, to_wire
 from tracing.files import committed
-from tracing.offload import ProcessSinks, pack, unpack
+from tracing.offload import ProcessSinks
 from tracing.store import TraceStore
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -55,34 +56,28 @@ def events() -> list[Item]:
     ]
 
 
-def test_packed_events_unpack_to_the_same_events() -> None:
+def test_event_columns_cross_to_another_process_whole() -> None:
     original = events()
-    again = unpack(pickle.loads(pickle.dumps(pack(original))))
-    assert [type(e) for e in again] == [type(e) for e in original]
-    for a, b in zip(original, again, strict=True):
-        if isinstance(a, StepEvent):
-            assert isinstance(b, StepEvent)
-            for field in ("pipeline", "step", "status", "parent_span_ids", "received_ns",
-                          "started_ns", "finished_ns", "batch_size", "error"):
-                assert getattr(a, field) == getattr(b, field), field
-            pairs = list(zip(a.inputs + a.outputs, b.inputs + b.outputs, strict=True))
-            lineages = (a.lineage, b.lineage)
-        else:
-            assert isinstance(b, PortEvent)
-            assert (a.time_ns, a.pipeline, a.port) == (b.time_ns, b.pipeline, b.port)
-            assert (a.record.kind, a.record.error) == (b.record.kind, b.record.error)
-            pairs = list(zip(a.record.tensors, b.record.tensors, strict=True))
-            lineages = (a.record.lineage, b.record.lineage)
-        for t, u in pairs:
-            assert (t.name, t.datatype, t.data.dtype, t.data.shape) == (
-                u.name, u.datatype, u.data.dtype, u.data.shape)
-            assert t.data.tolist() == u.data.tolist()
-        for field in ("request_id", "trace_id", "span_id", "pipeline", "origin", "generation",
-                      "parents", "record_id"):
-            assert getattr(lineages[0], field) == getattr(lineages[1], field), field
+    batch = EventBatch.of(original)
+    steps = [e for e in original if isinstance(e, StepEvent)]
+    assert batch.steps["step"] == [e.step for e in steps] and len(batch) == len(original)
+    assert batch.steps["record_id"] == [e.lineage.record_id for e in steps]
+    assert batch.ports["time_ns"] == [11, 12]
+    assert batch.ports["tensors"][0] is original[3].record.tensors  # type: ignore[union-attr]
+    again = from_wire(pickle.loads(pickle.dumps(to_wire(batch))))
+    for table, copy, tensor_columns in zip(batch, again, TENSOR_COLUMNS, strict=True):
+        assert table.keys() == copy.keys()
+        for column in table:
+            if column not in tensor_columns:
+                assert copy[column] == table[column], column
+                continue
+            for group, copied in zip(table[column], copy[column], strict=True):
+                assert [(t.name, t.datatype, t.data.dtype, t.data.shape, t.data.tolist())
+                        for t in group] == [(u.name, u.datatype, u.data.dtype, u.data.shape,
+                                             u.data.tolist()) for u in copied]
     # a tensor object passed on as is stays one object (the store summarises it once)
-    first = again[0]
-    assert isinstance(first, StepEvent) and first.inputs[0] is first.outputs[0]
+    assert again.steps["inputs"][0][0] is again.steps["outputs"][0][0]
+    assert again.ports["tensors"][0][0] is again.steps["inputs"][0][0]
 
 
 def send_claims(tracing_observer: Collector, n: int) -> None:
@@ -173,7 +168,7 @@ def test_a_dead_tracing_process_costs_events_not_the_engine() -> None:
     sinks._process.join()  # noqa: SLF001
     deadline = time.monotonic() + 30
     while sinks.dropped == 0:
-        sinks.consume(events())
+        sinks.consume(EventBatch.of(events()))
         assert time.monotonic() < deadline, "the dead process was never noticed"
     sinks.flush()  # returns: nothing waits for an answer that cannot come
     sinks.close()
@@ -188,6 +183,7 @@ from engine.engine import Engine
 from engine.spec import load_pipelines
 from scenarios.steps.insurance_claims import STEPS, request_tensors
 from tracing.config import TracingConfig, build
+from tracing.events import TENSOR_COLUMNS, EventBatch, Item, PortEvent, from_wire, to_wire
 
 if __name__ == "__main__":
     store = sys.argv[1]

@@ -2,12 +2,13 @@
 
 The engine calls observers on its event loop, for every step decision and every pipeline
 record. :class:`Collector` stamps a time where the engine gave none and appends the event
-to a queue; every ``batch_events`` events it hands the batch to its sinks, which copy what
-they need out of the events (names, ids, times, the tensors' numpy arrays) and let the
-events go. The heavy work happens elsewhere: the span sink builds and exports spans on its
-own thread, and a flusher thread wakes every ``flush_seconds`` to hand over what a quiet
-engine left queued and have the sinks flush (the store builds its Arrow tables, summarises
-tensors and commits Parquet files).
+to a queue; every ``batch_events`` events it turns the batch into columns
+(:class:`tracing.events.EventBatch`) and hands them to its sinks, which keep what they need;
+the events go at once. The span sink builds its spans there and exports them from a thread
+of its own; a flusher thread wakes every ``flush_seconds`` to hand over what a quiet engine
+left queued and have the sinks flush (the store builds its Arrow tables, summarises tensors
+and commits Parquet files). With a tracing process (:mod:`tracing.offload`) the only sink
+here sends the columns to that process, where a collector of its own feeds the real sinks.
 
 Why batches of 64: events waiting in the queue survive into older garbage-collector
 generations and bring on full collections, the largest single cost of tracing; measured on
@@ -33,29 +34,18 @@ import threading
 import time
 from collections import deque
 from collections.abc import Iterable
-from typing import NamedTuple, Protocol
+from typing import Protocol
 
 from engine.observe import StepEvent
 from engine.record import Record
+from tracing.events import EventBatch, Item, PortEvent
 
 log = logging.getLogger(__name__)
 
 
-class PortEvent(NamedTuple):
-    """A record seen on a pipeline's ``inputs`` or ``outputs`` topic, and when."""
-
-    time_ns: int
-    pipeline: str
-    port: str
-    record: Record
-
-
-Item = StepEvent | PortEvent
-
-
 class Sink(Protocol):
-    def consume(self, items: list[Item]) -> None:
-        """Take a batch of items, in the order the engine reported them."""
+    def consume(self, batch: EventBatch) -> None:
+        """Take a batch of events (each table in the order the engine reported them)."""
 
     def flush(self) -> None: ...
 
@@ -94,20 +84,20 @@ class Collector:
             queue = self._queue
             items = [queue.popleft() for _ in range(len(queue))]
             if items:
-                self._hand_over(items)
+                self._hand_over(EventBatch.of(items))
 
-    def consume(self, items: list[Item]) -> None:
+    def consume(self, batch: EventBatch) -> None:
         """Hand a batch of events gathered elsewhere (in another process) to the sinks."""
         with self._lock:
-            self._hand_over(items)
+            self._hand_over(batch)
 
-    def _hand_over(self, items: list[Item]) -> None:
+    def _hand_over(self, batch: EventBatch) -> None:
         for sink in self.sinks:
             try:
-                sink.consume(items)
+                sink.consume(batch)
             except Exception:  # noqa: BLE001 - a failing sink must not stop the engine
                 log.exception("tracing: %s failed on a batch of %d events; it is lost",
-                              type(sink).__name__, len(items))
+                              type(sink).__name__, len(batch))
 
     # -- flusher thread --------------------------------------------------------------------
     def _run(self) -> None:

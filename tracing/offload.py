@@ -1,12 +1,13 @@
 """Tracing sinks in a process of their own, so that building spans and writing Parquet run
 beside the engine instead of inside its event loop.
 
-:class:`ProcessSinks` is a collector sink like any other. On the engine's event loop it
-packs each batch of events into plain tuples (names, ids, times, and each distinct tensor's
-raw bytes once) and queues them; a sender thread writes the packed batches to a pipe (the
-write waits on the pipe, not on the GIL). A child process, started with ``spawn``, builds
-the real sinks from a picklable factory, unpacks every batch into the same events and hands
-them to those sinks, flushing them every ``flush_seconds`` of its own.
+:class:`ProcessSinks` is a collector sink like any other. Where the collector hands a batch
+of event columns over (the engine's event loop) it makes them plain bytes
+(:func:`tracing.events.to_wire`: names, ids, times, each distinct tensor's raw bytes once)
+and queues them; a sender thread writes them to a pipe (the write waits on the pipe, not on
+the GIL). A child process, started with ``spawn``, builds the real sinks from a picklable
+factory and feeds them through a collector of its own, which also flushes them every
+``flush_seconds``.
 
 - :meth:`ProcessSinks.flush` asks the child to flush and waits for its answer: afterwards
   everything consumed before the call is committed and its spans exported.
@@ -23,89 +24,19 @@ from __future__ import annotations
 import contextlib
 import logging
 import multiprocessing
-import pickle
 import threading
 from collections import deque
 from collections.abc import Callable, Sequence
 from multiprocessing.connection import Connection
-from typing import Any
 
-import numpy as np
-
-from engine.lineage import Lineage
-from engine.observe import StepEvent
-from engine.record import Record
-from engine.tensors import Tensor
-from tracing.collector import Collector, Item, PortEvent, Sink
+from tracing.collector import Collector, Sink
+from tracing.events import EventBatch, from_wire, to_wire
 from tracing.spans import SpanSink
 
 log = logging.getLogger(__name__)
-FLUSH, CLOSE = b"F", b"C"
-STEP, PORT = 0, 1
+FLUSH, CLOSE = b"F", b"C"  # flush-and-answer and close requests; batches are longer
 
 SinkFactory = Callable[[], Sequence[Sink]]
-Packed = tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]
-
-
-# -- packing: events <-> plain tuples -------------------------------------------------------
-def pack(items: list[Item]) -> Packed:
-    """A batch of events as tuples of strings, numbers and bytes; each distinct tensor object
-    once (a step's inputs are usually upstream outputs, passed on as is)."""
-    index: dict[int, int] = {}
-    tensors: list[tuple[Any, ...]] = []
-    rows: list[tuple[Any, ...]] = []
-    for item in items:
-        step = type(item) is StepEvent
-        groups = (item.inputs, item.outputs) if step else (item.record.tensors,)
-        refs = []
-        for group in groups:
-            at = []
-            for t in group:
-                i = index.get(id(t))
-                if i is None:
-                    i = index[id(t)] = len(tensors)
-                    d = t.data
-                    tensors.append((t.name, t.datatype, d.shape, d.dtype,
-                                    d.tolist() if d.dtype.kind == "O" else d.tobytes()))
-                at.append(i)
-            refs.append(tuple(at))
-        if step:
-            lin = item.lineage
-            rows.append((STEP, item.pipeline, item.step, item.status, lin.request_id,
-                         lin.trace_id, lin.span_id, lin.pipeline, lin.origin, lin.generation,
-                         lin.parents, item.parent_span_ids, refs[0], refs[1], item.received_ns,
-                         item.started_ns, item.finished_ns, item.batch_size, item.error))
-        else:
-            record = item.record
-            lin = record.lineage
-            rows.append((PORT, item.pipeline, item.port, item.time_ns, lin.request_id,
-                         lin.trace_id, lin.span_id, lin.pipeline, lin.origin, lin.generation,
-                         lin.parents, refs[0], record.kind, record.error))
-    return rows, tensors
-
-
-def unpack(packed: Packed) -> list[Item]:
-    """The events :func:`pack` was given (tensor objects shared as they were)."""
-    rows, described = packed
-    tensors = [Tensor(name, datatype, np.array(data, dtype=dtype).reshape(shape)
-                      if dtype.kind == "O" else np.frombuffer(data, dtype).reshape(shape))
-               for name, datatype, shape, dtype, data in described]
-    items: list[Item] = []
-    for row in rows:
-        lineage = Lineage(*row[4:11])
-        if row[0] == STEP:
-            (pipeline, step, status), (parent_spans, inputs, outputs) = row[1:4], row[11:14]
-            received, started, finished, batch_size, error = row[14:]
-            items.append(StepEvent(pipeline, step, status, lineage, parent_spans,
-                                   tuple([tensors[i] for i in inputs]),
-                                   tuple([tensors[i] for i in outputs]),
-                                   received, started, finished, batch_size, error))
-        else:
-            pipeline, port, time_ns = row[1:4]
-            refs, kind, error = row[11:]
-            record = Record(lineage, tuple([tensors[i] for i in refs]), kind, error)
-            items.append(PortEvent(time_ns, pipeline, port, record))
-    return items
 
 
 # -- the child process ----------------------------------------------------------------------
@@ -128,7 +59,7 @@ def _serve(conn: Connection, factory: SinkFactory, flush_seconds: float) -> None
             elif message == CLOSE:
                 break
             else:
-                collector.consume(unpack(pickle.loads(message)))
+                collector.consume(from_wire(message))
     finally:
         collector.close()
         conn.close()
@@ -173,8 +104,8 @@ class ProcessSinks:
             self._room.notify_all()
             return True
 
-    def consume(self, items: list[Item]) -> None:
-        self._put(pickle.dumps(pack(items), protocol=pickle.HIGHEST_PROTOCOL), len(items))
+    def consume(self, batch: EventBatch) -> None:
+        self._put(to_wire(batch), len(batch))
 
     def _send(self) -> None:
         """The sender thread: writes batches and flush requests to the child, in order."""

@@ -6,12 +6,12 @@ kind ``inputs``/``outputs``; each of their tensors becomes a tensor row (step in
 direction ``inputs``, step outputs with ``outputs``, a pipeline record's tensors with the
 port as direction), kept whole or summarised per :mod:`tracing.summary`.
 
-The work is split in two. :meth:`StoreRecorder.consume` (on the engine's event loop, a batch
-at a time) only copies what it needs out of the events into plain column lists: strings,
-numbers and the tensors' numpy arrays, none of which the garbage collector scans, so the
-engine's event, record and tensor objects die at once. A tensor object seen several times
-in a batch (a step's input is usually an upstream output or a pipeline input, passed on as
-is) is kept once. :meth:`StoreRecorder.flush` (the collector's flusher thread, every
+The work is split in two. :meth:`StoreRecorder.consume` (where the collector hands over a
+batch of event columns, :mod:`tracing.events`) only appends what it needs to plain column
+lists: strings, numbers and the tensors' numpy arrays, none of which the garbage collector
+scans, so the engine's record and tensor objects die at once. A tensor object seen several
+times in a batch (a step's input is usually an upstream output or a pipeline input, passed
+on as is) is kept once. :meth:`StoreRecorder.flush` (the collector's flusher thread, every
 ``flush_seconds``) builds the Arrow tables from everything gathered since the last flush,
 summarises the tensors in one vectorised pass, and commits one batch of files
 (:mod:`tracing.files`): per-call costs of Arrow and numpy are paid once per flush, not once
@@ -28,9 +28,8 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from engine.observe import StepEvent
 from engine.tensors import Tensor
-from tracing.collector import Item, PortEvent
+from tracing.events import EventBatch
 from tracing.files import NODE_SCHEMA, TENSOR_SCHEMA, write_batch
 from tracing.summary import DEFAULT_MAX_VALUES, summarise
 
@@ -75,45 +74,42 @@ class StoreRecorder:
         self._gathered = _Gathered()
         self._lock = threading.Lock()  # consume (event loop) against flush (flusher thread)
 
-    def consume(self, items: list[Item]) -> None:
-        steps = [i for i in items if type(i) is StepEvent]
-        ports = [i for i in items if type(i) is PortEvent]
-        lineages = [e.lineage for e in steps] + [p.record.lineage for p in ports]
-        n_ports = len(ports)
-        port_times = [p.time_ns for p in ports]
-        groups = ([e.inputs for e in steps] + [e.outputs for e in steps]
-                  + [p.record.tensors for p in ports])
+    def consume(self, batch: EventBatch) -> None:
+        steps, ports = batch
+        n_steps, n_ports = len(steps["step"]), len(ports["port"])
+        port_times = ports["time_ns"]
+        groups = steps["inputs"] + steps["outputs"] + ports["tensors"]
         flat: list[Tensor] = [t for g in groups for t in g]
         distinct: dict[int, int] = {}
         copy_of = [distinct.setdefault(id(t), len(distinct)) for t in flat]
         firsts = list({id(t): t for t in flat}.values())  # dict keeps first-seen order
         counts = [len(g) for g in groups]
-        labels = np.array(["inputs"] * len(steps) + ["outputs"] * len(steps)
-                          + [p.port for p in ports], dtype=object)
-        node_rows = np.arange(len(lineages))
+        labels = np.array(["inputs"] * n_steps + ["outputs"] * n_steps + ports["port"],
+                          dtype=object)
+        node_rows = np.arange(n_steps + n_ports)
+        statuses = steps["status"]
         with self._lock:
             g = self._gathered
             nodes, base, tensor_base = g.nodes, g.rows, len(g.data)
-            nodes["request_id"] += [lin.request_id for lin in lineages]
-            nodes["pipeline"] += [e.pipeline for e in steps] + [p.pipeline for p in ports]
-            nodes["kind"] += ["step"] * len(steps) + [p.port for p in ports]
-            nodes["node"] += [e.step for e in steps] + [p.port for p in ports]
-            nodes["generation"] += [lin.generation for lin in lineages]
-            nodes["status"] += [e.status for e in steps] + ["ok"] * n_ports
-            nodes["batch_size"] += [e.batch_size for e in steps] + [1] * n_ports
-            nodes["error"] += [e.error for e in steps] + [None] * n_ports
-            nodes["parents"] += [lin.parents for lin in lineages]
-            nodes["trace_id"] += [lin.trace_id for lin in lineages]
+            for column in ("request_id", "pipeline", "generation", "parents", "trace_id"):
+                nodes[column] += steps[column] + ports[column]
+            nodes["kind"] += ["step"] * n_steps + ports["port"]
+            nodes["node"] += steps["step"] + ports["port"]
+            nodes["status"] += statuses + ["ok"] * n_ports
+            nodes["batch_size"] += steps["batch_size"] + [1] * n_ports
+            nodes["error"] += steps["error"] + [None] * n_ports
             # a skipped step has no span of its own (its lineage repeats the upstream span)
-            nodes["span_id"] += [None if e.status == "skipped" else e.lineage.span_id
-                                 for e in steps] + [p.record.lineage.span_id for p in ports]
-            nodes["parent_span_ids"] += [e.parent_span_ids for e in steps] + [None] * n_ports
-            g.received += [e.received_ns for e in steps] + port_times
-            g.started += [e.started_ns for e in steps] + port_times
-            g.finished += [e.finished_ns for e in steps] + port_times
-            g.ran += [e.status in RAN and e.started_ns > 0 for e in steps] + [False] * n_ports
-            g.owner.append(base + np.repeat(np.concatenate([node_rows[:len(steps)],
-                                                            node_rows]), counts))
+            nodes["span_id"] += [None if status == "skipped" else span for status, span
+                                 in zip(statuses, steps["span_id"], strict=True)]
+            nodes["span_id"] += ports["span_id"]
+            nodes["parent_span_ids"] += steps["parent_span_ids"] + [None] * n_ports
+            g.received += steps["received_ns"] + port_times
+            g.started += steps["started_ns"] + port_times
+            g.finished += steps["finished_ns"] + port_times
+            g.ran += [status in RAN and started > 0 for status, started
+                      in zip(statuses, steps["started_ns"], strict=True)] + [False] * n_ports
+            g.owner.append(base + np.repeat(np.concatenate([node_rows[:n_steps], node_rows]),
+                                            counts))
             g.direction.append(np.repeat(labels, counts))
             g.name += [t.name for t in flat]
             g.copy_of.append(tensor_base + np.asarray(copy_of, np.int64))

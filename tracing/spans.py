@@ -10,16 +10,17 @@ connected trace. A request's own record carries the client's ``traceparent``: th
 owns that span (when the request had none, the engine made up a parent id that no span
 has, and the step spans hang off that id as a trace root).
 
-Spans are created after the fact, a batch of events at a time, as SDK ``ReadableSpan``
-objects with explicit ids, times and parent: going through ``Tracer.start_span`` would cost
-about ten times as much per span, since the tracer API is built for live spans (context,
-sampler, id generator, locking). They are built where the collector hands the batch over
-(the event loop): measured with ``make bench-tracing``, building them on a thread of their
-own cost about a third more CPU per request, the two threads contending for the GIL. Each
-batch's spans go to the exporter as one export call, on an export thread of the sink's own
-(exporters wait on I/O, which releases the GIL), so a slow or absent collector never holds
-up recording; when ``max_batches`` batches wait for it, new ones are dropped (counted in
-:attr:`SpanSink.dropped`).
+Spans are created after the fact, a batch of event columns (:mod:`tracing.events`) at a
+time, as SDK ``ReadableSpan`` objects with explicit ids, times and parent: going through
+``Tracer.start_span`` would cost about ten times as much per span, since the tracer API is
+built for live spans (context, sampler, id generator, locking). They are built where the
+collector hands the batch over (the event loop, or a tracing process:
+:mod:`tracing.offload`): measured with ``make bench-tracing``, building them on a thread of
+their own cost about a third more CPU per request, the two threads contending for the GIL.
+Each batch's spans go to the exporter as one export call, on an export thread of the sink's
+own (exporters wait on I/O, which releases the GIL), so a slow or absent collector never
+holds up recording; when ``max_batches`` batches wait for it, new ones are dropped (counted
+in :attr:`SpanSink.dropped`).
 """
 
 from __future__ import annotations
@@ -35,15 +36,20 @@ from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode, TraceFlags
 from opentelemetry.util.types import AttributeValue
 
-from engine.observe import StepEvent
 from engine.tensors import Tensor
-from tracing.collector import Item, PortEvent
+from tracing.events import EventBatch
 
 log = logging.getLogger(__name__)
 SAMPLED = TraceFlags(TraceFlags.SAMPLED)
 UNSET = Status(StatusCode.UNSET)
 SCOPE = InstrumentationScope("flowcause.tracing")
 REMEMBERED_RECORDS = 200_000  # record id -> span id, to parent pipeline-stage spans
+# the event columns a span is made of, in the order of _step_span's / _port_span's arguments
+STEP_SPAN = ("pipeline", "step", "status", "request_id", "trace_id", "span_id", "record_id",
+             "generation", "parent_span_ids", "inputs", "outputs", "received_ns", "started_ns",
+             "finished_ns", "batch_size", "error")
+PORT_SPAN = ("pipeline", "port", "time_ns", "request_id", "trace_id", "span_id", "record_id",
+             "generation", "parents", "tensors")
 
 
 def default_resource() -> Resource:
@@ -95,15 +101,14 @@ class SpanSink:
                                         daemon=True)
         self._thread.start()
 
-    def consume(self, items: list[Item]) -> None:
-        spans: list[ReadableSpan] = []
-        for item in items:
-            if type(item) is PortEvent:
-                span = self._port_span(item)
-                if span is not None:
-                    spans.append(span)
-            elif item.status != "skipped":  # a step that did not execute has no span
-                spans.append(self._step_span(item))
+    def consume(self, batch: EventBatch) -> None:
+        steps, ports = batch
+        spans = [self._step_span(*row) for row in zip(*(steps[c] for c in STEP_SPAN), strict=True)
+                 if row[2] != "skipped"]  # a step that did not execute has no span
+        for row in zip(*(ports[c] for c in PORT_SPAN), strict=True):
+            span = self._port_span(*row)
+            if span is not None:
+                spans.append(span)
         while len(self._span_of_record) > REMEMBERED_RECORDS:
             self._span_of_record.popitem(last=False)
         with self._ready:
@@ -136,68 +141,73 @@ class SpanSink:
             while self._batches or self._exporting:
                 self._ready.wait()
 
-    def _step_span(self, event: StepEvent) -> ReadableSpan:
-        lin = event.lineage
-        trace_id, span_id = int(lin.trace_id, 16), int(lin.span_id, 16)
-        self._span_of_record[lin.record_id] = span_id
-        parents = [SpanContext(trace_id, int(p, 16), True, SAMPLED) for p in event.parent_span_ids]
+    def _step_span(self, pipeline: str, step: str, status: str, request_id: str,
+                   trace_hex: str, span_hex: str, record_id: str, generation: int,
+                   parent_span_ids: tuple[str, ...], inputs: tuple[Tensor, ...],
+                   outputs: tuple[Tensor, ...], received_ns: int, started_ns: int,
+                   finished_ns: int, batch_size: int, error: str | None) -> ReadableSpan:
+        trace_id, span_id = int(trace_hex, 16), int(span_hex, 16)
+        self._span_of_record[record_id] = span_id
+        parents = [SpanContext(trace_id, int(p, 16), True, SAMPLED) for p in parent_span_ids]
         attributes: dict[str, AttributeValue] = {
-            "flowcause.pipeline": event.pipeline,
-            "flowcause.step": event.step,
-            "flowcause.request_id": lin.request_id,
-            "flowcause.generation": lin.generation,
-            "flowcause.status": event.status,
-            "flowcause.batch_size": event.batch_size,
-            "flowcause.inputs": _names(event.inputs),
-            "flowcause.input_shapes": _shapes(event.inputs),
-            "flowcause.outputs": _names(event.outputs),
-            "flowcause.output_shapes": _shapes(event.outputs),
+            "flowcause.pipeline": pipeline,
+            "flowcause.step": step,
+            "flowcause.request_id": request_id,
+            "flowcause.generation": generation,
+            "flowcause.status": status,
+            "flowcause.batch_size": batch_size,
+            "flowcause.inputs": _names(inputs),
+            "flowcause.input_shapes": _shapes(inputs),
+            "flowcause.outputs": _names(outputs),
+            "flowcause.output_shapes": _shapes(outputs),
         }
-        status = UNSET
-        if event.error is not None:
-            attributes["flowcause.error"] = event.error
-            status = Status(StatusCode.ERROR, event.error)
-        if event.received_ns and event.started_ns:
-            attributes["flowcause.join_wait_ms"] = (event.started_ns - event.received_ns) / 1e6
+        span_status = UNSET
+        if error is not None:
+            attributes["flowcause.error"] = error
+            span_status = Status(StatusCode.ERROR, error)
+        if received_ns and started_ns:
+            attributes["flowcause.join_wait_ms"] = (started_ns - received_ns) / 1e6
         return ReadableSpan(
-            name=event.step,
+            name=step,
             context=SpanContext(trace_id, span_id, False, SAMPLED),
             parent=parents[0] if parents else None,
             resource=self.resource,
             attributes=attributes,
             links=[Link(p) for p in parents[1:]],
             kind=SpanKind.INTERNAL,
-            status=status,
-            start_time=event.started_ns or event.received_ns or event.finished_ns,
-            end_time=event.finished_ns,
+            status=span_status,
+            start_time=started_ns or received_ns or finished_ns,
+            end_time=finished_ns,
             instrumentation_scope=SCOPE,
         )
 
-    def _port_span(self, event: PortEvent) -> ReadableSpan | None:
-        lin = event.record.lineage
-        trace_id, span_id = int(lin.trace_id, 16), int(lin.span_id, 16)
-        self._span_of_record[lin.record_id] = span_id
-        if not lin.parents:
+    def _port_span(self, pipeline: str, port: str, time_ns: int, request_id: str,
+                   trace_hex: str, span_hex: str, record_id: str, generation: int,
+                   parents_ids: tuple[str, ...], tensors: tuple[Tensor, ...]
+                   ) -> ReadableSpan | None:
+        trace_id, span_id = int(trace_hex, 16), int(span_hex, 16)
+        self._span_of_record[record_id] = span_id
+        if not parents_ids:
             return None  # the request's own record: its span is the client's
-        known = [self._span_of_record.get(p) for p in lin.parents]
+        known = [self._span_of_record.get(p) for p in parents_ids]
         parents = [SpanContext(trace_id, s, True, SAMPLED) for s in known if s is not None]
         return ReadableSpan(
-            name=f"{event.pipeline}.{event.port}",
+            name=f"{pipeline}.{port}",
             context=SpanContext(trace_id, span_id, False, SAMPLED),
             parent=parents[0] if parents else None,
             resource=self.resource,
             attributes={
-                "flowcause.pipeline": event.pipeline,
-                "flowcause.port": event.port,
-                "flowcause.request_id": lin.request_id,
-                "flowcause.generation": lin.generation,
-                "flowcause.tensors": _names(event.record.tensors),
-                "flowcause.shapes": _shapes(event.record.tensors),
+                "flowcause.pipeline": pipeline,
+                "flowcause.port": port,
+                "flowcause.request_id": request_id,
+                "flowcause.generation": generation,
+                "flowcause.tensors": _names(tensors),
+                "flowcause.shapes": _shapes(tensors),
             },
             links=[Link(p) for p in parents[1:]],
             kind=SpanKind.INTERNAL,
-            start_time=event.time_ns,
-            end_time=event.time_ns,
+            start_time=time_ns,
+            end_time=time_ns,
             instrumentation_scope=SCOPE,
         )
 
