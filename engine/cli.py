@@ -81,10 +81,18 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     from engine.kafka import KafkaTransport
     from engine.topics import Topics
+    from tracing.config import TracingConfig, build
 
     compiled = compile_pipelines(_load_all(args.pipelines),
                                  Topics(prefix=args.prefix, namespace=args.namespace))
     registry = StepRegistry.from_module(args.models)
+    try:
+        tracing = build(TracingConfig.from_env(store=args.trace_store,
+                                               exporter=args.trace_exporter,
+                                               process=args.trace_process or None))
+    except ValueError as exc:  # a malformed tracing setting
+        print(f"flowcause: {exc}", file=sys.stderr)
+        return 2
 
     async def main() -> None:
         transport = KafkaTransport(args.bootstrap, group_id=args.group, partitions=args.partitions,
@@ -94,13 +102,17 @@ def cmd_serve(args: argparse.Namespace) -> int:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         async with Engine(compiled, registry, transport=transport, models=_model_map(args.model),
-                          results=False):
+                          results=False, observers=[tracing.collector] if tracing else []):
             print(f"serving {', '.join(compiled.pipelines)} on {args.bootstrap} "
                   f"(group {args.group}, {args.partitions} partitions)", flush=True)
             await stop.wait()
         print(f"stopped: {transport.stats}", flush=True)
 
-    asyncio.run(main())
+    try:
+        asyncio.run(main())
+    finally:
+        if tracing is not None:
+            tracing.collector.close()
     return 0
 
 
@@ -140,6 +152,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--exactly-once", action="store_true", help="Kafka transactions per batch")
     p.add_argument("--step-inputs", action="store_true",
                    help="also write each step's joined inputs to model.<step>.inputs (Seldon layout)")
+    p.add_argument("--trace-store", metavar="DIR",
+                   help="record every step into this trace store (default: $FLOWCAUSE_TRACE_STORE)")
+    p.add_argument("--trace-exporter", choices=("none", "console", "otlp"),
+                   help="span exporter (default: $OTEL_TRACES_EXPORTER, else none)")
+    p.add_argument("--trace-process", action="store_true",
+                   help="build spans and write the store in a process of their own "
+                        "(default: $FLOWCAUSE_TRACE_PROCESS)")
     p.set_defaults(func=cmd_serve)
 
     for name in COMMAND_MODULES:

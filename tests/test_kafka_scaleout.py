@@ -22,6 +22,7 @@ from engine.record import Record
 from engine.tensors import Tensor
 from engine.topics import Topics
 from tests.kafka_steps import PIPELINE
+from tracing.store import TraceStore
 
 pytestmark = pytest.mark.kafka
 ROOT = Path(__file__).resolve().parents[1]
@@ -29,12 +30,14 @@ PARTITIONS = 4
 REQUESTS = 10_000
 
 
-def start_worker(bootstrap: str, prefix: str, spec: Path, log: Path) -> subprocess.Popen[bytes]:
+def start_worker(bootstrap: str, prefix: str, spec: Path, log: Path,
+                 tracing: tuple[str, ...] = ()) -> subprocess.Popen[bytes]:
     exe = Path(sys.executable).parent / "flowcause"
     return subprocess.Popen(
         [str(exe), "serve", str(spec), "--models", str(ROOT / "tests" / "kafka_steps.py"),
          "--bootstrap", bootstrap,
-         "--group", f"{prefix}-workers", "--partitions", str(PARTITIONS), "--prefix", prefix],
+         "--group", f"{prefix}-workers", "--partitions", str(PARTITIONS), "--prefix", prefix,
+         *tracing],
         cwd=ROOT, stdout=log.open("ab"), stderr=subprocess.STDOUT,
         start_new_session=True,
     )
@@ -137,10 +140,13 @@ def stop_all(procs: list[subprocess.Popen[bytes]]) -> None:
 
 
 def test_two_workers_share_a_four_partition_pipeline(deployment: Any) -> None:
+    """Both record into one trace store, one of them from a tracing process."""
     bootstrap, topics, spec, log = deployment
+    store = log.parent / "store"
+    tracing = [("--trace-store", str(store)), ("--trace-store", str(store), "--trace-process")]
 
     async def main() -> None:
-        procs = [start_worker(bootstrap, topics.prefix, spec, log) for _ in range(2)]
+        procs = [start_worker(bootstrap, topics.prefix, spec, log, t) for t in tracing]
         try:
             await wait_ready(log, procs)
             answers = Answers(bootstrap, topics)
@@ -162,6 +168,10 @@ def test_two_workers_share_a_four_partition_pipeline(deployment: Any) -> None:
                     for line in text.splitlines() if line.startswith("stopped:")]
         assert len(consumed) == 2 and all(c > 0 for c in consumed), text[-2000:]
         print(f"records consumed per worker: {consumed}")
+        frame = TraceStore(store).frame("kscale")  # both workers stopped cleanly: all there
+        assert sorted(frame.index) == sorted(ids)
+        assert (frame["kscale.outputs.y"] == [expected_y(rid) for rid in frame.index]).all()
+        assert set(frame.filter(like=".status").stack()) == {"ok"}
 
     asyncio.run(main())
 
