@@ -125,6 +125,23 @@ def test_flush_commits_everything_consumed_so_far(tmp_path: Path) -> None:
     tracing.collector.close()
 
 
+def test_the_tracing_process_outlasts_signals_to_its_group(tmp_path: Path) -> None:
+    """Ctrl-C or a supervisor's SIGTERM reach the whole process group; the tracing process
+    waits for the engine to close it, so what the engine hands over while stopping is kept."""
+    tracing = build(TracingConfig(store=str(tmp_path), process=True, flush_seconds=60))
+    assert tracing is not None
+    (sinks,) = tracing.collector.sinks
+    assert isinstance(sinks, ProcessSinks) and sinks.pid is not None
+    send_claims(tracing.collector, 30)
+    os.kill(sinks.pid, signal.SIGTERM)
+    os.kill(sinks.pid, signal.SIGINT)
+    time.sleep(0.2)
+    assert running(sinks.pid)
+    tracing.collector.close()
+    assert not running(sinks.pid)
+    assert len(TraceStore(tmp_path).frame(PIPELINE)) == 30
+
+
 def test_spans_are_exported_from_the_tracing_process(
         collector_endpoint: tuple[str, list[ExportTraceServiceRequest]],
         monkeypatch: pytest.MonkeyPatch) -> None:
@@ -160,6 +177,15 @@ def test_the_process_setting_comes_from_the_environment(monkeypatch: pytest.Monk
 
 def no_sinks() -> Sequence[Sink]:
     return []
+
+
+def broken_sinks() -> Sequence[Sink]:
+    raise OSError("no space left for the trace store")
+
+
+def test_a_tracing_process_that_cannot_start_says_so() -> None:
+    with pytest.raises(RuntimeError, match="did not start"):
+        ProcessSinks(broken_sinks)
 
 
 def test_a_dead_tracing_process_costs_events_not_the_engine() -> None:

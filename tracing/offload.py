@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import multiprocessing
+import signal
 import threading
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -34,7 +35,8 @@ from tracing.events import EventBatch, from_wire, to_wire
 from tracing.spans import SpanSink
 
 log = logging.getLogger(__name__)
-FLUSH, CLOSE = b"F", b"C"  # flush-and-answer and close requests; batches are longer
+FLUSH, CLOSE, READY = b"F", b"C", b"R"  # requests and answers; batches are longer
+START_TIMEOUT_S = 120.0
 
 SinkFactory = Callable[[], Sequence[Sink]]
 
@@ -42,8 +44,13 @@ SinkFactory = Callable[[], Sequence[Sink]]
 # -- the child process ----------------------------------------------------------------------
 def _serve(conn: Connection, factory: SinkFactory, flush_seconds: float) -> None:
     """The child: a collector over the factory's sinks (it flushes on a thread of its own),
-    fed with the batches that arrive."""
+    fed with the batches that arrive. It ignores SIGINT and SIGTERM, which a terminal or a
+    supervisor sends the whole process group: it stops when the engine's process closes the
+    pipe, by :meth:`ProcessSinks.close` or by dying, so nothing handed over is lost."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     collector = Collector(factory(), flush_seconds)
+    conn.send_bytes(READY)
     try:
         while True:
             try:
@@ -79,6 +86,16 @@ class ProcessSinks:
                                         name="flowcause-tracing", daemon=True)
         self._process.start()
         child.close()
+        # wait until the child has built its sinks (and ignores signals to the group)
+        try:
+            ready = self._conn.poll(START_TIMEOUT_S) and self._conn.recv_bytes() == READY
+        except EOFError:
+            ready = False
+        if not ready:
+            self._process.kill()
+            self._process.join()
+            raise RuntimeError(f"the tracing process did not start (exit code "
+                               f"{self._process.exitcode}); see its error output above")
         # packed batches, and flush requests (an Event to set when the child answered)
         self._queue: deque[bytes | threading.Event] = deque()
         self._room = threading.Condition()
