@@ -37,6 +37,7 @@ from tracing.spans import SpanSink
 log = logging.getLogger(__name__)
 FLUSH, CLOSE, READY = b"F", b"C", b"R"  # requests and answers; batches are longer
 START_TIMEOUT_S = 120.0
+CLOSE_TIMEOUT_S = 120.0
 
 SinkFactory = Callable[[], Sequence[Sink]]
 
@@ -96,8 +97,8 @@ class ProcessSinks:
             self._process.join()
             raise RuntimeError(f"the tracing process did not start (exit code "
                                f"{self._process.exitcode}); see its error output above")
-        # packed batches, and flush requests (an Event to set when the child answered)
-        self._queue: deque[bytes | threading.Event] = deque()
+        # (batch bytes, its events), and flush requests (an Event to set when answered, 0)
+        self._queue: deque[tuple[bytes | threading.Event, int]] = deque()
         self._room = threading.Condition()
         self._alive = True
         self._closed = False
@@ -117,7 +118,7 @@ class ProcessSinks:
             if not self._alive or self._closed:
                 self.dropped += events
                 return False
-            self._queue.append(message)
+            self._queue.append((message, events))
             self._room.notify_all()
             return True
 
@@ -132,7 +133,7 @@ class ProcessSinks:
                     self._room.wait()
                 if not self._queue:
                     break
-                message = self._queue.popleft()
+                message, events = self._queue.popleft()
                 self._room.notify_all()
             try:
                 if isinstance(message, threading.Event):
@@ -143,19 +144,20 @@ class ProcessSinks:
                     self._conn.send_bytes(message)
             except (OSError, EOFError):
                 log.error("tracing: the tracing process is gone; events are dropped from now")
-                self._fail()
+                self._fail(events)
                 return
         with contextlib.suppress(OSError):
             self._conn.send_bytes(CLOSE)
 
-    def _fail(self) -> None:
+    def _fail(self, lost: int) -> None:
+        """The child is gone: ``lost`` events were being sent; drop what waits, too."""
         with self._room:
             self._alive = False
-            for message in self._queue:
+            self.dropped += lost
+            for message, events in self._queue:
+                self.dropped += events
                 if isinstance(message, threading.Event):
                     message.set()
-                else:
-                    self.dropped += 1  # batches, from here on: their events are unknown
             self._queue.clear()
             self._room.notify_all()
 
@@ -172,5 +174,10 @@ class ProcessSinks:
             self._closed = True
             self._room.notify_all()
         self._sender.join()
-        self._process.join()
+        self._process.join(CLOSE_TIMEOUT_S)
+        if self._process.is_alive():  # e.g. an exporter that never returns
+            log.error("tracing: the tracing process did not finish in %.0f s; killed",
+                      CLOSE_TIMEOUT_S)
+            self._process.kill()
+            self._process.join()
         self._conn.close()
