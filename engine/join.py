@@ -129,16 +129,31 @@ def absence_reason(arrivals: list[Record | None]) -> str:
 
 
 class JoinTable:
-    """Pending keys of one multi-slot node, oldest first, plus recently decided keys."""
+    """Pending keys of one multi-slot node, oldest first, plus decided keys whose other
+    slots may still deliver (a late partner of an ``any`` join, or of a window that closed):
+    those are remembered until every slot delivered or a window passed, so that a late
+    partner is dropped instead of starting a new join. A key decided with every slot
+    delivered is forgotten at once: nothing more can come for it (duplicates after a crash
+    are the processor's to drop), and remembering every request for a whole window would
+    hold memory in proportion to the request rate times the window."""
 
     def __init__(self, plan: NodePlan) -> None:
         self.plan = plan
         self.pending: OrderedDict[Key, tuple[float, list[Record | None]]] = OrderedDict()
-        self.decided: OrderedDict[Key, float] = OrderedDict()
+        self.decided: OrderedDict[Key, tuple[float, set[int]]] = OrderedDict()
+
+    def _remember(self, key: Key, arrivals: list[Record | None], now: float) -> None:
+        waiting = {i for i, a in enumerate(arrivals) if a is None}
+        if waiting:
+            self.decided[key] = (now, waiting)
 
     def offer(self, key: Key, slot: int, record: Record, now: float) -> Outcome | None:
-        if key in self.decided:
-            return None  # a late partner of an ``any`` join, or a redelivered duplicate
+        late = self.decided.get(key)
+        if late is not None:  # a late partner: drop it
+            late[1].discard(slot)
+            if not late[1]:
+                del self.decided[key]
+            return None
         entry = self.pending.get(key)
         if entry is None:
             entry = (now, [None] * len(self.plan.slots))
@@ -150,7 +165,7 @@ class JoinTable:
         outcome = decide(self.plan, arrivals)
         if outcome is not None:
             del self.pending[key]
-            self.decided[key] = now
+            self._remember(key, arrivals, now)
             outcome.arrived_s = entry[0]
         return outcome
 
@@ -166,10 +181,10 @@ class JoinTable:
             outcome = decide(self.plan, arrivals, closing=True)
             assert outcome is not None
             outcome.arrived_s = first
-            self.decided[key] = now
+            self._remember(key, arrivals, now)
             closed.append((key, outcome, arrivals))
         while self.decided:
-            key, when = next(iter(self.decided.items()))
+            key, (when, _) = next(iter(self.decided.items()))
             if when + window > now:
                 break
             del self.decided[key]
@@ -180,7 +195,7 @@ class JoinTable:
         if self.pending:
             deadlines.append(next(iter(self.pending.values()))[0] + self.plan.window_s)
         if self.decided:
-            deadlines.append(next(iter(self.decided.values())) + self.plan.window_s)
+            deadlines.append(next(iter(self.decided.values()))[0] + self.plan.window_s)
         return min(deadlines) if deadlines else None
 
     def __len__(self) -> int:

@@ -142,6 +142,38 @@ def test_routed_branches_resolve_without_waiting_for_the_window() -> None:
     run(main())
 
 
+def test_joins_remember_only_keys_whose_partners_may_still_come() -> None:
+    """An inner join that got every input forgets the request at once (memory does not grow
+    with the request rate times the 60 s window); an ``any`` join remembers it until its
+    late partner came, which it drops instead of running again."""
+    steps = [
+        {"name": "a"}, {"name": "b"},
+        {"name": "both", "inputs": ["a", "b"]},
+        {"name": "first", "inputs": ["a", "b"], "inputsJoinType": "any"},
+    ]
+    runs = {"first": 0}
+
+    def first(x: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        runs["first"] += 1
+        return {"f": next(iter(x.values()))}
+
+    code = {"a": lambda x: {"y": x["x"]}, "b": lambda x: {"z": x["x"] + 1},
+            "both": lambda x: {"w": x["y"] + x["z"]}, "first": first}
+
+    async def main() -> None:
+        async with Engine(one_step(steps=steps, output=["both", "first"]), code) as eng:
+            for i in range(50):
+                res = await eng.infer("p", {"inputs": [fp("x", [float(i)])]}, timeout=5)
+                assert res.ok
+            await asyncio.sleep(0.05)
+            decided = {p.plan.name: len(p.table.decided) for p in eng.processors
+                       if p.plan.name in ("both", "first")}
+        assert decided == {"both": 0, "first": 0}, decided
+        assert runs["first"] == 50  # each late partner was dropped, not run
+
+    run(main())
+
+
 # -- lineage ------------------------------------------------------------------------------------
 def test_every_record_of_a_request_is_listed_across_chained_pipelines() -> None:
     pipes = one_step("first", steps=[{"name": "a"}], output=["a"])
