@@ -90,7 +90,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         tracing = build(TracingConfig.from_env(store=args.trace_store,
                                                exporter=args.trace_exporter,
                                                process=args.trace_process or None))
-    except ValueError as exc:  # a malformed tracing setting
+    except (ValueError, RuntimeError) as exc:  # a malformed setting, a tracing process that failed
         print(f"flowcause: {exc}", file=sys.stderr)
         return 2
 
