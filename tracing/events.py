@@ -25,24 +25,21 @@ from engine.observe import StepEvent
 from engine.record import Record
 from engine.tensors import Tensor
 
+# lineage attributes both tables carry, each as a column of the same name
+LINEAGE_COLUMNS = ("request_id", "trace_id", "span_id", "record_id", "generation", "parents")
 # column -> attribute path on a StepEvent
 STEP_COLUMNS: dict[str, str] = {
     "pipeline": "pipeline", "step": "step", "status": "status",
-    "request_id": "lineage.request_id", "trace_id": "lineage.trace_id",
-    "span_id": "lineage.span_id", "record_id": "lineage.record_id",
-    "generation": "lineage.generation",
-    "parents": "lineage.parents", "parent_span_ids": "parent_span_ids",
-    "inputs": "inputs", "outputs": "outputs", "received_ns": "received_ns",
-    "started_ns": "started_ns", "finished_ns": "finished_ns", "batch_size": "batch_size",
-    "error": "error",
+    **{column: f"lineage.{column}" for column in LINEAGE_COLUMNS},
+    "parent_span_ids": "parent_span_ids", "inputs": "inputs", "outputs": "outputs",
+    "received_ns": "received_ns", "started_ns": "started_ns", "finished_ns": "finished_ns",
+    "batch_size": "batch_size", "error": "error",
 }
 # column -> attribute path on a PortEvent
 PORT_COLUMNS: dict[str, str] = {
     "pipeline": "pipeline", "port": "port", "time_ns": "time_ns",
-    "request_id": "record.lineage.request_id", "trace_id": "record.lineage.trace_id",
-    "span_id": "record.lineage.span_id", "record_id": "record.lineage.record_id",
-    "generation": "record.lineage.generation",
-    "parents": "record.lineage.parents", "tensors": "record.tensors",
+    **{column: f"record.lineage.{column}" for column in LINEAGE_COLUMNS},
+    "tensors": "record.tensors",
 }
 TENSOR_COLUMNS = (("inputs", "outputs"), ("tensors",))  # per table: columns of tensor tuples
 _STEP_GET = {column: attrgetter(path) for column, path in STEP_COLUMNS.items()}
