@@ -79,6 +79,10 @@ class LatencyChange:
     def material(self) -> bool:
         return self.factor >= MIN_LATENCY_CHANGE and self.spreads >= MIN_SPREADS
 
+    def evidence(self) -> dict[str, float]:
+        """The change as a ranking's evidence for the latency node."""
+        return {"latency_change": self.factor, "latency_spreads": self.spreads}
+
 
 def _scale(ms: np.ndarray, q: float | tuple[float, ...]) -> np.ndarray:
     return np.log1p(np.maximum(np.quantile(ms, q), 0.0) / LATENCY_RESOLUTION_MS)
@@ -99,3 +103,13 @@ def latency_change(latency_nodes: Sequence[str], reference: pd.DataFrame,
         spreads = moved / spread if spread > 0 else (np.inf if moved > 0 else 0.0)
         out[node] = LatencyChange(float(np.exp(moved)), spreads)
     return out
+
+
+def correct_for_load(latency_nodes: Sequence[str], reference: pd.DataFrame,
+                     incident: pd.DataFrame
+                     ) -> tuple[pd.DataFrame, float, dict[str, LatencyChange]]:
+    """``incident`` with its latencies divided by the load factor, that factor, and each
+    latency's change against ``reference`` once corrected."""
+    factor = load_factor(latency_nodes, reference, incident)
+    incident = unloaded(latency_nodes, incident, factor)
+    return incident, factor, latency_change(latency_nodes, reference, incident)

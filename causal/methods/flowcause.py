@@ -35,7 +35,7 @@ from causal.comparison import bootstrap_scores, compare, null_threshold
 from causal.crossfit import CrossFit, Split
 from causal.encoding import fit_encoding
 from causal.graph import CausalGraph
-from causal.load import LatencyChange, latency_change, load_factor, unloaded
+from causal.load import LatencyChange, correct_for_load
 from causal.methods.base import Method
 from causal.refinement import refine_request, refine_shift
 from causal.result import Candidate, Ranking, rank_steps
@@ -63,9 +63,7 @@ class FlowCause(Method):
     def shift(self, graph: CausalGraph, reference: pd.DataFrame, incident: pd.DataFrame
               ) -> Ranking:
         rng = np.random.default_rng(self.seed)
-        factor = load_factor(graph.latency_nodes, reference, incident)
-        incident = unloaded(graph.latency_nodes, incident, factor)
-        change = latency_change(graph.latency_nodes, reference, incident)
+        incident, factor, change = correct_for_load(graph.latency_nodes, reference, incident)
         enc = fit_encoding(graph.nodes, [reference, incident], graph.latency_nodes)
         fit = CrossFit.fit(graph, enc, enc.encode(reference), rng)
         inc = Split.balanced(enc.encode(incident), rng)
@@ -85,7 +83,7 @@ class FlowCause(Method):
                                   "model": fit.models[c.node][0].model}
         for node, c in change.items():
             if node in evidence:
-                evidence[node].update(latency_change=c.factor, latency_spreads=c.spreads)
+                evidence[node].update(c.evidence())
         threshold = null_threshold(comparisons, fit.ref, self.alpha, self.null_splits,
                                    self.min_rows, rng)
         found = findings(graph, scores, threshold, change)
@@ -112,9 +110,7 @@ class FlowCause(Method):
     def anomaly(self, graph: CausalGraph, reference: pd.DataFrame, request: pd.DataFrame
                 ) -> Ranking:
         rng = np.random.default_rng(self.seed)
-        factor = load_factor(graph.latency_nodes, reference, request)
-        request = unloaded(graph.latency_nodes, request, factor)
-        change = latency_change(graph.latency_nodes, reference, request)
+        request, factor, change = correct_for_load(graph.latency_nodes, reference, request)
         enc = fit_encoding(graph.nodes, [reference, request], graph.latency_nodes)
         fit = CrossFit.fit(graph, enc, enc.encode(reference), rng)
         x = enc.encode(request)[:1]
@@ -135,8 +131,7 @@ class FlowCause(Method):
                               "reference_as_surprising": int(exceed[j]),
                               "model": fit.models[j][0].model}
             if node in change:
-                evidence[node].update(latency_change=change[node].factor,
-                                      latency_spreads=change[node].spreads)
+                evidence[node].update(change[node].evidence())
         found = findings(graph, scores, threshold, change)
         candidates = values_first(graph, scores, evidence, found)
         no_fault = not found
