@@ -79,8 +79,9 @@ class Ranking:
         head = (f"method {self.method} ({self.mode}), {self.seconds:.2f} s: "
                 + ("no fault" if self.no_fault else
                    f"fault, most likely in step {self.top.step}" if self.top else "no candidates"))
-        if load_note(self.details):
-            head += f" ({load_note(self.details)})"
+        note = load_note(self.details)
+        if note:
+            head += f" ({note})"
         rows = [("rank", "step", "node", "score", "confidence", "evidence")]
         for i, c in enumerate(self.candidates[:top], 1):
             brief = ", ".join(f"{k}={_brief(v)}" for k, v in c.evidence.items()

@@ -123,12 +123,12 @@ def _lineage_section(report: Report) -> str:
 def _method_section(report: Report) -> str:
     ranking = report.ranking
     source = report.comparison.source
+    note = load_note(ranking.details)
     return ("<h2>Method and data</h2>"
             + table(["", "value"], [("method", f"{ranking.method} ({ranking.mode})"),
                                ("fault threshold", ranking.threshold),
                                ("verdict", "no fault" if ranking.no_fault else "fault"),
-                               *([("step latencies", load_note(ranking.details))]
-                                 if load_note(ranking.details) else []),
+                               *([("step latencies", note)] if note else []),
                                ("ranking took (s)", float(ranking.seconds)),
                                ("pipelines", ", ".join(p.name for p in report.comparison.pipelines)),
                                ("report created", report.created.isoformat())])

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from causal.result import load_note
 from scenarios.result import ScenarioResult, label, percent, verdict
 
 RESULT_FILE = "result.json"
@@ -17,6 +16,7 @@ REPORT_FILE = "report.md"
 def markdown(result: ScenarioResult, description: str = "") -> str:
     r = result.requests
     truth = ", ".join(label(result, t) for t in result.ground_truth)
+    note = result.load_correction
     lines = [
         f"# Scenario {result.scenario}",
         "",
@@ -30,8 +30,7 @@ def markdown(result: ScenarioResult, description: str = "") -> str:
         f"- incident window {' .. '.join(result.windows.get('incident', []))}",
         f"- ground truth: {truth or 'none (no-fault control)'}",
         f"- **{verdict(result)}** (localised in {result.seconds:.2f} s)",
-        *([f"- {load_note(result.ranking.get('details') or {})}"]
-          if load_note(result.ranking.get("details") or {}) else []),
+        *([f"- {note}"] if note else []),
         "",
         "| rank | suspect | best candidate | score | confidence | |",
         "|---:|---|---|---:|---:|---|",

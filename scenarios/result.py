@@ -40,6 +40,11 @@ class ScenarioResult:
         return self.rank is not None and self.rank <= k
 
     @property
+    def load_correction(self) -> str:
+        """What the ranking said of its machine-load correction (:func:`load_note`)."""
+        return load_note(self.ranking.get("details") or {})
+
+    @property
     def correct(self) -> bool:
         """Top-1 hit, or for a control: "no fault" said."""
         return self.no_fault if self.control else bool(self.hit(1))
@@ -84,7 +89,6 @@ def format_ranking(result: ScenarioResult, top: int = TOP) -> str:
                      f"confidence {percent(s['confidence']):>4}  ({s['node']}){mark}")
     truth = ", ".join(label(result, t) for t in result.ground_truth) or "none (control)"
     lines.append(f"  ground truth: {truth}; {verdict(result)}")
-    note = load_note(result.ranking.get("details") or {})
-    if note:
-        lines.append(f"  {note}")
+    if result.load_correction:
+        lines.append(f"  {result.load_correction}")
     return "\n".join(lines)
