@@ -60,17 +60,22 @@ def test_normal_exit_without_close_loses_nothing(tmp_path: Path) -> None:
     assert frame["insurance_claims.outputs.payout"].notna().all()
 
 
-def test_kill_9_while_writing_leaves_a_readable_store(tmp_path: Path) -> None:
-    writer = start_writer(tmp_path, 0)
+def kill_9_once_committed(writer: subprocess.Popen[bytes], store: Path, batches: int = 3) -> None:
+    """``kill -9`` the writing process once the store holds ``batches`` committed batches."""
     try:
         deadline = time.monotonic() + 60
-        while len(committed(tmp_path, ["insurance_claims"])) < 3:
+        while len(committed(store, ["insurance_claims"])) < batches:
             assert writer.poll() is None, writer.stderr.read().decode() if writer.stderr else ""
             assert time.monotonic() < deadline, "the writer committed nothing"
             time.sleep(0.01)
     finally:
         os.kill(writer.pid, signal.SIGKILL)
         writer.wait()
+
+
+def test_kill_9_while_writing_leaves_a_readable_store(tmp_path: Path) -> None:
+    writer = start_writer(tmp_path, 0)
+    kill_9_once_committed(writer, tmp_path)
     assert writer.returncode == -signal.SIGKILL
     files = committed(tmp_path, ["insurance_claims"])
     for nodes, tensors in files:  # every committed file is whole

@@ -26,10 +26,10 @@ from engine.record import Record
 from engine.spec import load_pipelines
 from engine.tensors import Tensor
 from scenarios.steps.insurance_claims import STEPS, request_tensors
+from tests.test_tracing_durability import kill_9_once_committed
 from tracing.collector import Collector, Sink
 from tracing.config import TracingConfig, build
 from tracing.events import TENSOR_COLUMNS, EventBatch, Item, PortEvent, from_wire, to_wire
-from tracing.files import committed
 from tracing.offload import ProcessSinks
 from tracing.store import TraceStore
 
@@ -242,15 +242,7 @@ def test_kill_9_of_the_engine_leaves_the_tracing_process_to_finish(tmp_path: Pat
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     assert writer.stdout is not None
     tracer = int(writer.stdout.readline())
-    try:
-        deadline = time.monotonic() + 60
-        while len(committed(store, [PIPELINE])) < 3:
-            assert writer.poll() is None, writer.stderr.read().decode() if writer.stderr else ""
-            assert time.monotonic() < deadline, "the tracing process committed nothing"
-            time.sleep(0.01)
-    finally:
-        os.kill(writer.pid, signal.SIGKILL)
-        writer.wait()
+    kill_9_once_committed(writer, store)
     deadline = time.monotonic() + 30  # the orphaned tracing process commits what it has
     while running(tracer):
         assert time.monotonic() < deadline, "the tracing process outlived the engine"
