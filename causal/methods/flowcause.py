@@ -16,8 +16,11 @@ reference window itself at level ``alpha`` (:func:`findings`). Confidence: the f
 bootstrap resamples of both windows in which the step comes first.
 
 One request: a node's score is its surprise given its parents (-log10 of a tail
-probability); "no fault" when the request's largest surprise is within what held-out
-reference requests show at level ``alpha``; confidence from resampling the reference.
+probability); a step's latency also scores how far it lies above the reference's latencies
+(:mod:`causal.slowness`). "No fault" when the request's largest surprise is within what
+held-out reference requests show at level ``alpha``, values and latencies calibrated apart
+(``alpha / 2`` each; a latency must also lie clearly beyond the step's usual spread);
+confidence from resampling the reference.
 
 Either way the significant leading steps are then refined by their exact Shapley share in
 the pipeline output (:mod:`causal.refinement`).
@@ -39,6 +42,7 @@ from causal.load import LatencyChange, correct_for_load
 from causal.methods.base import Method
 from causal.refinement import refine_request, refine_shift
 from causal.result import Candidate, Ranking, rank_steps
+from causal.slowness import MIN_REQUEST_SPREADS, Slowness, cross_fitted, latencies
 
 BOOTSTRAP_STEPS = 10  # confidence is shared among the nodes of this many leading steps
 
@@ -122,7 +126,20 @@ class FlowCause(Method):
                                         for j in nodes])
         inside = np.array([fit.in_support(j, both).all() for j in nodes])
         surprise = np.array([fit.surprise(j, both).mean() for j in nodes]) * inside
-        threshold = float(np.quantile(ref_surprise.max(axis=1), 1 - self.alpha))
+        held_out = np.arange(len(fit.ref.X)) < fit.ref.cut
+        latency = np.zeros(len(graph.nodes), dtype=bool)  # latencies the reference has
+        for node in graph.latency_nodes:  # how much slower than usual (causal.slowness)
+            j, ms = graph.index[node], latencies(reference, node)
+            latency[j] = not np.isnan(ms).all()
+            ref_surprise[:, j] = np.maximum(ref_surprise[:, j],
+                                            cross_fitted(ms[fit.ref.position], held_out))
+            surprise[j] = max(surprise[j],
+                              float(Slowness.of(ms).surprise(latencies(request, node)[:1])[0]))
+        # values and latencies are calibrated apart, so that the reference's latency
+        # outliers (a pause of the machine) do not raise the bar for values
+        alpha = self.alpha / 2 if latency.any() and not latency.all() else self.alpha
+        threshold = _calibrated(ref_surprise[:, ~latency], alpha)
+        latency_threshold = _calibrated(ref_surprise[:, latency], alpha)
         exceed = (ref_surprise >= surprise[None, :] - 1e-12).sum(0)
         scores, evidence = {}, {}
         for j, node in enumerate(graph.nodes):
@@ -132,7 +149,8 @@ class FlowCause(Method):
                               "model": fit.models[j][0].model}
             if node in change:
                 evidence[node].update(change[node].evidence())
-        found = findings(graph, scores, threshold, change)
+        clear = {n: c for n, c in change.items() if c.spreads >= MIN_REQUEST_SPREADS}
+        found = findings(graph, scores, threshold, clear, latency_threshold)
         candidates = values_first(graph, scores, evidence, found)
         no_fault = not found
         if self.bootstrap and candidates:
@@ -147,7 +165,8 @@ class FlowCause(Method):
             candidates = [replace(c, confidence=confidence.get(c.step, 0.0))
                           for c in candidates]
         details: dict[str, Any] = {"reference_rows": len(ref_surprise),
-                                   "targets": graph.targets, "load_factor": factor}
+                                   "targets": graph.targets, "load_factor": factor,
+                                   "latency_threshold": latency_threshold}
         if self.shapley and not no_fault:
             candidates = refine_request(graph, fit, x, candidates, found, self.top_k,
                                         self.alpha, details, rng)
@@ -160,13 +179,25 @@ class FlowCause(Method):
         return [j for j, node in enumerate(graph.nodes) if graph.step(node) in steps]
 
 
+def _calibrated(ref_surprise: np.ndarray, alpha: float) -> float:
+    """The surprise that a share ``alpha`` of reference requests exceed at some node (of
+    the columns given); infinite without columns."""
+    if not ref_surprise.shape[1]:
+        return np.inf
+    return float(np.quantile(ref_surprise.max(axis=1), 1 - alpha))
+
+
 def findings(graph: CausalGraph, scores: dict[str, float], threshold: float,
-             latency_change: dict[str, LatencyChange]) -> dict[str, float]:
-    """The nodes that depart significantly: beyond ``threshold`` and, for a latency, by a
-    material amount (:mod:`causal.load`). None at all is "no fault"."""
-    return {n: v for n, v in scores.items() if v > threshold
-            and (graph.info[n].role != "latency"
-                 or latency_change.get(n, LatencyChange()).material)}
+             latency_change: dict[str, LatencyChange],
+             latency_threshold: float | None = None) -> dict[str, float]:
+    """The nodes that depart significantly: beyond ``threshold`` (a latency: beyond
+    ``latency_threshold`` when given) and, for a latency, by a material amount
+    (:mod:`causal.load`). None at all is "no fault"."""
+    latency_bar = threshold if latency_threshold is None else latency_threshold
+    return {n: v for n, v in scores.items()
+            if (graph.info[n].role != "latency" and v > threshold)
+            or (graph.info[n].role == "latency" and v > latency_bar
+                and latency_change.get(n, LatencyChange()).material)}
 
 
 def values_first(graph: CausalGraph, scores: dict[str, float],

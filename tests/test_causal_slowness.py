@@ -1,0 +1,64 @@
+"""One request's slow step (causal.slowness): named however few latency buckets the
+reference shows, and not for a slowness that a pause of the machine could cause."""
+
+from __future__ import annotations
+
+import numpy as np
+
+import causal
+from causal.load import latency_change
+from causal.slowness import MIN_REQUEST_SPREADS, Slowness, cross_fitted
+from tests.test_causal_load import SPEC, window
+
+
+def test_slowness_scores_how_far_above_the_reference_a_latency_lies() -> None:
+    rng = np.random.default_rng(0)
+    reference = 0.2 * rng.lognormal(sigma=0.3, size=500)  # a fast step: a few buckets
+    slowness = Slowness.of(reference)
+    faster, usual, slow, much = slowness.surprise(np.array([0.01, 0.2, 2.0, 70.0]))
+    assert faster < 0.5 and usual < 0.5
+    assert 3 < slow < much
+    assert much > 100
+    assert slowness.surprise(np.array([np.nan]))[0] == 0.0
+    assert Slowness.of(np.array([np.nan, np.nan])).surprise(np.array([70.0]))[0] == 0.0
+    held_out = cross_fitted(reference, np.arange(500) < 250)
+    assert held_out.shape == (500,) and np.quantile(held_out, 0.99) < slow
+
+
+def test_one_request_with_a_step_far_slower_than_ever_names_it() -> None:
+    """The reference's latencies take fewer than ten buckets, so the latency node is judged
+    as a category (an unseen level is merely rare); the ordinal score still names it."""
+    rng = np.random.default_rng(1)
+    reference = window(rng, n=400)
+    reference["embed.latency_ms"] = 0.2 * rng.lognormal(sigma=0.2, size=len(reference))
+    request = window(rng, n=1)
+    request["embed.latency_ms"] = 70.0
+    ranking = causal.explain_request(SPEC, reference, request.iloc[0])
+    assert ranking.details["latency_threshold"] < ranking.top.score
+    assert not ranking.no_fault and ranking.top.node == "embed.latency_ms", ranking.table(4)
+    assert ranking.top.evidence["model"] == "tree"  # judged as a category by its mechanism
+
+
+def test_one_request_twice_as_slow_as_usual_is_no_finding() -> None:
+    """Twice the median is a clear, material change for a window; for a single execution
+    it lies within what a pause of the machine does now and then."""
+    rng = np.random.default_rng(2)
+    reference = window(rng)
+    request = reference.median().to_frame().T  # a typical request, but for embed's time
+    request["embed.latency_ms"] *= 2.0
+    change = latency_change(["embed.latency_ms"], reference, request)["embed.latency_ms"]
+    assert change.material and change.spreads < MIN_REQUEST_SPREADS
+    ranking = causal.explain_request(SPEC, reference, request.iloc[0])
+    assert ranking.no_fault, ranking.table(4)
+    localised = causal.localise(SPEC, reference, window(rng, n=300, slower={"embed": 2.0}))
+    assert not localised.no_fault and localised.top.step == "embed"
+
+
+def test_values_are_judged_against_values_only() -> None:
+    rng = np.random.default_rng(3)
+    reference = window(rng)
+    ranking = causal.explain_request(SPEC, reference, window(rng, n=1).iloc[0])
+    assert ranking.details["latency_threshold"] != ranking.threshold
+    no_latency = causal.explain_request(SPEC, reference.drop(columns=[
+        c for c in reference if c.endswith("latency_ms")]), window(rng, n=1).iloc[0])
+    assert no_latency.details["latency_threshold"] == np.inf
