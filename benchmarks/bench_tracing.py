@@ -12,6 +12,11 @@ wall-clock time and, as a reading that other load on the machine disturbs less, 
 per second of this process's CPU time (all its threads: Parquet encoding and span export
 included).
 
+With ``--step-work-us N`` every step first spends N microseconds of CPU holding the GIL, a
+stand-in for the model a real step runs (the reference steps are one multiplication each,
+so by default the engine's own overhead is all there is to slow down): ``make
+bench-tracing`` runs both, N = 0 and N = 100.
+
 "Full recording costs <= 15 %" is read two ways, both printed: spans + store against spans
 only (what recording tensors adds to a traced engine), and spans + store against tracing off
 (everything tracing costs). ``spans+store/process`` builds the spans and writes the store in
@@ -27,8 +32,9 @@ import functools
 import os
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 from opentelemetry.sdk.trace import ReadableSpan
@@ -107,15 +113,34 @@ async def run_round(engine: Engine, requests: list[tuple[Tensor, ...]],
     return len(requests) / elapsed, len(requests) / cpu
 
 
-async def main(n: int, rounds: int) -> None:
+def with_work(steps: dict[str, Callable[..., Any]], work_us: float) -> dict[str, Callable[..., Any]]:
+    """The steps, each first busy for ``work_us`` microseconds of CPU, holding the GIL as
+    Python-level model code does: a stand-in for the inference a real step performs."""
+    if not work_us:
+        return steps
+
+    def busy(fn: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(fn)
+        def step(inputs: Any) -> Any:
+            until = time.perf_counter() + work_us / 1e6
+            while time.perf_counter() < until:
+                pass
+            return fn(inputs)
+        return step
+
+    return {name: busy(fn) for name, fn in steps.items()}
+
+
+async def main(n: int, rounds: int, work_us: float) -> None:
     claims = pd.read_csv(CLAIMS).to_dict("records")
     requests = [request_tensors(claims[i % len(claims)]) for i in range(n)]
     pipelines = load_pipelines(SPEC)
+    steps = with_work(STEPS, work_us)
     exporters = {m: DropExporter() for m in MODES}
     best = {m: (0.0, 0.0) for m in MODES}
     with tempfile.TemporaryDirectory() as tmp:
         observers = {m: collector(m, Path(tmp) / m, exporters[m]) for m in MODES}
-        engines = {m: Engine(pipelines, STEPS, observers=[o] if o else []) for m, o in observers.items()}
+        engines = {m: Engine(pipelines, steps, observers=[o] if o else []) for m, o in observers.items()}
         for mode, engine in engines.items():
             await engine.start()
             await run_round(engine, requests[:1000], observers[mode])  # warm-up
@@ -134,7 +159,9 @@ async def main(n: int, rounds: int) -> None:
     dropped = sum(s.dropped for o in observers.values() if o is not None for s in o.sinks
                   if isinstance(s, SpanSink))
     print()
-    print(f"insurance-claims pipeline (5 steps), {n:,} requests per round, best of {rounds} rounds")
+    work = f", each step busy {work_us:g} us first" if work_us else " (step code: arithmetic only)"
+    print(f"insurance-claims pipeline (5 steps){work}, {n:,} requests per round, "
+          f"best of {rounds} rounds")
     print(f"  {'mode':<20}  {'requests/s':>12}  {'per CPU-second':>14}")
     for mode in MODES:
         print(f"  {mode:<20}  {best[mode][0]:12,.0f}  {best[mode][1]:14,.0f}")
@@ -154,5 +181,7 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=20_000)
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--step-work-us", type=float, default=0.0,
+                        help="CPU time each step spends before its arithmetic, as a model would")
     args = parser.parse_args()
-    asyncio.run(main(args.requests, args.rounds))
+    asyncio.run(main(args.requests, args.rounds, args.step_work_us))
