@@ -16,11 +16,12 @@ reference window itself at level ``alpha`` (:func:`findings`). Confidence: the f
 bootstrap resamples of both windows in which the step comes first.
 
 One request: a node's score is its surprise given its parents (-log10 of a tail
-probability); a step's latency also scores how far it lies above the reference's latencies
-(:mod:`causal.slowness`). "No fault" when the request's largest surprise is within what
-held-out reference requests show at level ``alpha``, values and latencies calibrated apart
-(``alpha / 2`` each; a latency must also lie clearly beyond the step's usual spread);
-confidence from resampling the reference.
+probability); a step that failed on the request (error, timeout) but hardly ever on the
+reference is a finding as observed; a step's latency also scores how far it lies above the
+reference's latencies (:mod:`causal.slowness`). "No fault" when the request's largest
+surprise is within what held-out reference requests show at level ``alpha``, values and
+latencies calibrated apart (``alpha / 2`` each; a latency must also lie clearly beyond the
+step's usual spread); confidence from resampling the reference.
 
 Either way the significant leading steps are then refined by their exact Shapley share in
 the pipeline output (:mod:`causal.refinement`).
@@ -151,6 +152,9 @@ class FlowCause(Method):
                 evidence[node].update(change[node].evidence())
         clear = {n: c for n, c in change.items() if c.spreads >= MIN_REQUEST_SPREADS}
         found = findings(graph, scores, threshold, clear, latency_threshold)
+        for node in failures(graph, reference, request, self.alpha):
+            found[node] = scores[node]
+            evidence[node]["failed"] = True
         candidates = values_first(graph, scores, evidence, found)
         no_fault = not found
         if self.bootstrap and candidates:
@@ -177,6 +181,28 @@ class FlowCause(Method):
     def _leading_nodes(graph: CausalGraph, candidates: list[Candidate]) -> list[int]:
         steps = {c.step for c in candidates[:BOOTSTRAP_STEPS]}
         return [j for j, node in enumerate(graph.nodes) if graph.step(node) in steps]
+
+
+FAILED = ("error", "timeout")
+
+
+def failures(graph: CausalGraph, reference: pd.DataFrame, request: pd.DataFrame,
+             alpha: float) -> list[str]:
+    """The status nodes of the steps that failed on ``request`` (error, timeout) and on
+    fewer than a share ``alpha`` of the reference requests that ran them. Such a failure is
+    observed, not inferred, so it is a finding whatever its surprise: a status never seen
+    failing is merely an unseen level to its mechanism, whose surprise is bounded by the
+    reference's size and so can stay below a threshold set by continuous nodes."""
+    out = []
+    for node in graph.nodes:
+        if graph.info[node].role != "status" or node not in request \
+                or request[node].iloc[0] not in FAILED:
+            continue
+        ran = reference[node][reference[node].isin(("ok", *FAILED))] if node in reference \
+            else pd.Series(dtype=object)
+        if not len(ran) or float(ran.isin(FAILED).mean()) < alpha:
+            out.append(node)
+    return out
 
 
 def _calibrated(ref_surprise: np.ndarray, alpha: float) -> float:

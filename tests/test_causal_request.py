@@ -1,9 +1,11 @@
-"""One request's slow step (causal.slowness): named however few latency buckets the
-reference shows, and not for a slowness that a pause of the machine could cause."""
+"""One request (explain_request): a slow step is named however few latency buckets the
+reference shows (causal.slowness), but not for a slowness a pause of the machine could
+cause; a step that failed on the request is named when it hardly ever fails."""
 
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 
 import causal
 from causal.load import latency_change
@@ -62,3 +64,24 @@ def test_values_are_judged_against_values_only() -> None:
     no_latency = causal.explain_request(SPEC, reference.drop(columns=[
         c for c in reference if c.endswith("latency_ms")]), window(rng, n=1).iloc[0])
     assert no_latency.details["latency_threshold"] == np.inf
+
+
+def with_status(frame: pd.DataFrame, failed_rows: int = 0) -> pd.DataFrame:
+    """``frame`` with an ``embed.status`` column: ok, or error (and no output) in the first
+    ``failed_rows`` rows."""
+    frame = frame.copy()
+    frame["embed.status"] = ["error"] * failed_rows + ["ok"] * (len(frame) - failed_rows)
+    frame.loc[frame.index[:failed_rows], "embed.outputs.y"] = np.nan
+    return frame
+
+
+def test_a_step_that_failed_on_the_request_is_named() -> None:
+    rng = np.random.default_rng(4)
+    reference = window(rng, n=600)
+    request = with_status(reference.median(numeric_only=True).to_frame().T, failed_rows=1)
+    ranking = causal.explain_request(SPEC, with_status(reference), request.iloc[0])
+    assert not ranking.no_fault and ranking.top.node == "embed.status", ranking.table(4)
+    assert ranking.top.evidence["failed"] is True
+    # a step that fails now and then in the reference too: one more failure is no finding
+    flaky = with_status(reference, failed_rows=60)
+    assert causal.explain_request(SPEC, flaky, request.iloc[0]).no_fault
