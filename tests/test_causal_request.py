@@ -85,3 +85,22 @@ def test_a_step_that_failed_on_the_request_is_named() -> None:
     # a step that fails now and then in the reference too: one more failure is no finding
     flaky = with_status(reference, failed_rows=60)
     assert causal.explain_request(SPEC, flaky, request.iloc[0]).no_fault
+
+
+def test_a_node_with_rare_normal_outliers_does_not_hide_a_fault_elsewhere() -> None:
+    """An input that sits on one value but for a few requests (the maximum pixel of a
+    frame: 255, but for the odd dark one) makes each of those requests "impossible" to its
+    normal model; held to what the reference shows, it no longer sets the threshold."""
+    rng = np.random.default_rng(5)
+    reference = window(rng, n=800)
+    dark = rng.random(len(reference)) < 0.03
+    reference["p.inputs.brightest"] = np.where(dark, rng.uniform(0, 50, len(reference)), 255.0)
+    request = reference.median(numeric_only=True).to_frame().T
+    request["score.outputs.y"] += 2.0  # score computes a wrong value
+    request["rank.outputs.y"] = 0.5 * request["score.outputs.y"]
+    request["p.outputs.y"] = request["rank.outputs.y"]
+    ranking = causal.explain_request(SPEC, reference, request.iloc[0])
+    assert ranking.threshold < 10
+    assert not ranking.no_fault and ranking.top.step == "score", ranking.table(4)
+    dark_request = reference[dark].iloc[:1]  # a dark frame is no fault
+    assert causal.explain_request(SPEC, reference, dark_request.iloc[0]).no_fault

@@ -18,7 +18,8 @@ bootstrap resamples of both windows in which the step comes first.
 One request: a node's score is its surprise given its parents (-log10 of a tail
 probability); a step that failed on the request (error, timeout) but hardly ever on the
 reference is a finding as observed; a step's latency also scores how far it lies above the
-reference's latencies (:mod:`causal.slowness`). "No fault" when the request's largest
+reference's latencies (:mod:`causal.slowness`); each node's surprises are divided by the
+inflation its reference shows (:mod:`causal.calibration`). "No fault" when the largest
 surprise is within what held-out reference requests show at level ``alpha``, values and
 latencies calibrated apart (``alpha / 2`` each; a latency must also lie clearly beyond the
 step's usual spread); confidence from resampling the reference.
@@ -35,6 +36,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from causal.calibration import calibrate
 from causal.comparison import bootstrap_scores, compare, null_threshold
 from causal.crossfit import CrossFit, Split
 from causal.encoding import fit_encoding
@@ -136,6 +138,7 @@ class FlowCause(Method):
                                             cross_fitted(ms[fit.ref.position], held_out))
             surprise[j] = max(surprise[j],
                               float(Slowness.of(ms).surprise(latencies(request, node)[:1])[0]))
+        ref_surprise, surprise = calibrate(ref_surprise, surprise, held_out)
         # values and latencies are calibrated apart, so that the reference's latency
         # outliers (a pause of the machine) do not raise the bar for values
         alpha = self.alpha / 2 if latency.any() and not latency.all() else self.alpha
