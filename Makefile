@@ -52,6 +52,7 @@ bench-kafka: install
 bench-tracing: install
 	$(BIN)/python benchmarks/bench_tracing.py
 	$(BIN)/python benchmarks/bench_tracing.py --step-work-us 100 --requests 5000
+	$(BIN)/python benchmarks/bench_tracing.py --step-work-us 250 --requests 2000
 
 bench-causal: install
 	$(BIN)/python benchmarks/bench_causal.py

@@ -15,7 +15,7 @@ included).
 With ``--step-work-us N`` every step first spends N microseconds of CPU holding the GIL, a
 stand-in for the model a real step runs (the reference steps are one multiplication each,
 so by default the engine's own overhead is all there is to slow down): ``make
-bench-tracing`` runs both, N = 0 and N = 100.
+bench-tracing`` runs N = 0, 100 and 250 (four steps run per request: about 1 ms).
 
 "Full recording costs <= 15 %" is read two ways, both printed: spans + store against spans
 only (what recording tensors adds to a traced engine), and spans + store against tracing off
