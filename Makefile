@@ -61,7 +61,7 @@ bench-causal: install
 # (the window-comparing ones: dowhy-anomaly explains single requests).
 SUITE_METHODS ?= flowcause dowhy-shift zscore first-anomalous random
 bench-suite: install
-	$(BIN)/flowcause suite --methods $(SUITE_METHODS) --repeats 5 --out out/bench-suite
+	$(BIN)/flowcause suite --methods $(SUITE_METHODS) --repeats 5 --requests 20 --out out/bench-suite
 
 clean:
 	rm -rf $(VENV) out build *.egg-info

@@ -74,7 +74,8 @@ def cmd_suite(args: argparse.Namespace) -> int:
         files = suite.discover(Path(args.dir))
         results = suite.run_suite(files, methods, args.repeats, Path(args.out),
                                   transport=args.transport, bootstrap=args.bootstrap,
-                                  healthy=args.healthy, incident=args.incident)
+                                  healthy=args.healthy, incident=args.incident,
+                                  requests=args.requests)
     except (ScenarioError, TransportUnavailable, FileNotFoundError) as exc:
         print(f"flowcause: {exc}", file=sys.stderr)
         return 2
@@ -114,5 +115,8 @@ def register(subparsers: Any) -> None:
     p.add_argument("--repeats", type=int, default=1, metavar="N",
                    help="runs per scenario, with seeds seed, seed+1, ...")
     p.add_argument("--out", default="out/suite", metavar="DIR", help="where runs and tables go")
+    p.add_argument("--requests", type=int, default=0, metavar="N",
+                   help="also explain N incident requests of each run one at a time, with the "
+                   "methods that can (default: 0)")
     _common(p)
     p.set_defaults(func=cmd_suite)

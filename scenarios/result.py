@@ -28,6 +28,9 @@ class ScenarioResult:
     requests: dict[str, Any] = field(default_factory=dict)
     windows: dict[str, list[str]] = field(default_factory=dict)
     store: str = ""
+    # incident requests explained one at a time (scenarios.localise.explain_requests):
+    # requests, named (ground truth first), quiet ("no fault"); empty when not asked for
+    explained: dict[str, int] = field(default_factory=dict)
 
     @property
     def control(self) -> bool:

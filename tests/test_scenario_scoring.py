@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+import pandas as pd
 import pytest
 
 from scenarios.result import ScenarioResult, format_ranking
@@ -85,6 +86,22 @@ def test_summary_per_scenario_and_pooled() -> None:
     assert summary.loc[(ALL, "base"), "specificity"] == 0.0
     table = format_table(summarise(results))
     assert "top-1" in table and "specificity" in table and table.count("\n") == 8
+
+
+def test_single_request_explanations_are_pooled_over_requests() -> None:
+    fault_runs = [result("s1", "ours", 1, ["a"]), result("s1", "ours", 1, ["a"])]
+    fault_runs[0].explained = {"requests": 10, "named": 9, "quiet": 1}
+    fault_runs[1].explained = {"requests": 30, "named": 3, "quiet": 20}
+    control = result("c1", "ours", None, [], no_fault=True)
+    control.explained = {"requests": 20, "named": 0, "quiet": 19}
+    unexplained = result("s1", "shift-only", 1, ["a"])
+    summary = summarise([*fault_runs, control, unexplained]).set_index(["scenario", "method"])
+    assert summary.loc[("s1", "ours"), "request_top1"] == pytest.approx(12 / 40)
+    assert pd.isna(summary.loc[("s1", "ours"), "request_specificity"])
+    assert summary.loc[(ALL, "ours"), "request_specificity"] == pytest.approx(19 / 20)
+    assert pd.isna(summary.loc[("s1", "shift-only"), "request_top1"])
+    table = format_table(summarise([*fault_runs, control, unexplained]))
+    assert "request top-1" in table and "0.300" in table and "0.950" in table
 
 
 def test_format_ranking_marks_the_ground_truth() -> None:

@@ -11,10 +11,16 @@ OUR_METHOD = "flowcause"
 MIN_TOP1 = 0.9
 MAX_FALSE_ALARMS = 1  # of the six no-fault controls (the bench target, 0.95, needs more runs)
 COUNTS = {"healthy": 800, "incident": 800}
+REQUESTS = 5  # explained one at a time per run
+MIN_REQUEST_TOP1 = 0.8  # of the requests of faults that reach every request
+MIN_REQUEST_SPECIFICITY = 0.9  # of the controls' requests
+# faults that reach every incident request, so a single request's explanation names them
+EVERY_REQUEST = ("feature_join_latency", "loan_chain_units", "dag30_stuck")
 
 
 def test_builtin_suite_localises_with_our_method(tmp_path: Path) -> None:
-    results = run_suite(discover(BUILTIN), [OUR_METHOD], 1, tmp_path, **COUNTS)
+    results = run_suite(discover(BUILTIN), [OUR_METHOD], 1, tmp_path, **COUNTS,
+                        requests=REQUESTS)
     summary = summarise(results)
     print("\n" + format_table(summary))
     for r in results:  # every request of both phases reached the trace store
@@ -27,6 +33,13 @@ def test_builtin_suite_localises_with_our_method(tmp_path: Path) -> None:
     assert pooled["top1"] >= MIN_TOP1, missed
     alarms = [f"{r.scenario}: {r.suspects[:1]}" for r in results if r.control and not r.no_fault]
     assert len(alarms) <= MAX_FALSE_ALARMS, alarms
+    # one request at a time: faults that reach every request are named in nearly all
+    assert all(r.explained["requests"] == REQUESTS for r in results)
+    reached = [r for r in results if r.scenario in EVERY_REQUEST]
+    named = sum(r.explained["named"] for r in reached)
+    assert named >= MIN_REQUEST_TOP1 * REQUESTS * len(reached), [
+        (r.scenario, r.explained) for r in reached]
+    assert pooled["request_specificity"] >= MIN_REQUEST_SPECIFICITY
 
 
 def test_suite_runs_on_kafka(kafka_bootstrap: str, tmp_path: Path) -> None:
