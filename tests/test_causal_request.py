@@ -104,3 +104,18 @@ def test_a_node_with_rare_normal_outliers_does_not_hide_a_fault_elsewhere() -> N
     assert not ranking.no_fault and ranking.top.step == "score", ranking.table(4)
     dark_request = reference[dark].iloc[:1]  # a dark frame is no fault
     assert causal.explain_request(SPEC, reference, dark_request.iloc[0]).no_fault
+
+
+def test_a_step_that_ran_fine_but_dropped_its_output_is_named() -> None:
+    rng = np.random.default_rng(6)
+    reference = with_status(window(rng, n=600))
+    request = reference.median(numeric_only=True).to_frame().T
+    request["embed.status"] = "ok"
+    request["embed.outputs.y"] = np.nan  # embed said ok and produced nothing
+    ranking = causal.explain_request(SPEC, reference, request.iloc[0])
+    assert not ranking.no_fault and ranking.top.node == "embed.outputs.y", ranking.table(4)
+    assert ranking.top.evidence["dropped"] is True
+    # where it often produces nothing in the reference too, one more time is no finding
+    sparse = reference.copy()
+    sparse.loc[sparse.index[:60], "embed.outputs.y"] = np.nan
+    assert causal.explain_request(SPEC, sparse, request.iloc[0]).no_fault

@@ -16,13 +16,14 @@ reference window itself at level ``alpha`` (:func:`findings`). Confidence: the f
 bootstrap resamples of both windows in which the step comes first.
 
 One request: a node's score is its surprise given its parents (-log10 of a tail
-probability); a step that failed on the request (error, timeout) but hardly ever on the
-reference is a finding as observed; a step's latency also scores how far it lies above the
-reference's latencies (:mod:`causal.slowness`); each node's surprises are divided by the
-inflation its reference shows (:mod:`causal.calibration`). "No fault" when the largest
-surprise is within what held-out reference requests show at level ``alpha``, values and
-latencies calibrated apart (``alpha / 2`` each; a latency must also lie clearly beyond the
-step's usual spread); confidence from resampling the reference.
+probability); a step that failed on the request (error, timeout) or dropped an output, as
+it hardly ever did in the reference, is a finding as observed (:func:`observed_breaks`); a
+step's latency also scores how far it lies above the reference's latencies
+(:mod:`causal.slowness`); each node's surprises are divided by the inflation its reference
+shows (:mod:`causal.calibration`). "No fault" when the largest surprise is within what
+held-out reference requests show at level ``alpha``, values and latencies calibrated apart
+(``alpha / 2`` each; a latency must also lie clearly beyond the step's usual spread);
+confidence from resampling the reference.
 
 Either way the significant leading steps are then refined by their exact Shapley share in
 the pipeline output (:mod:`causal.refinement`).
@@ -155,9 +156,9 @@ class FlowCause(Method):
                 evidence[node].update(change[node].evidence())
         clear = {n: c for n, c in change.items() if c.spreads >= MIN_REQUEST_SPREADS}
         found = findings(graph, scores, threshold, clear, latency_threshold)
-        for node in failures(graph, reference, request, self.alpha):
+        for node, kind in observed_breaks(graph, reference, request, self.alpha).items():
             found[node] = scores[node]
-            evidence[node]["failed"] = True
+            evidence[node][kind] = True
         candidates = values_first(graph, scores, evidence, found)
         no_fault = not found
         if self.bootstrap and candidates:
@@ -189,22 +190,33 @@ class FlowCause(Method):
 FAILED = ("error", "timeout")
 
 
-def failures(graph: CausalGraph, reference: pd.DataFrame, request: pd.DataFrame,
-             alpha: float) -> list[str]:
-    """The status nodes of the steps that failed on ``request`` (error, timeout) and on
-    fewer than a share ``alpha`` of the reference requests that ran them. Such a failure is
-    observed, not inferred, so it is a finding whatever its surprise: a status never seen
-    failing is merely an unseen level to its mechanism, whose surprise is bounded by the
-    reference's size and so can stay below a threshold set by continuous nodes."""
-    out = []
-    for node in graph.nodes:
-        if graph.info[node].role != "status" or node not in request \
-                or request[node].iloc[0] not in FAILED:
+def observed_breaks(graph: CausalGraph, reference: pd.DataFrame, request: pd.DataFrame,
+                    alpha: float) -> dict[str, str]:
+    """Where the request shows a step break as observed, not inferred, while the reference
+    shows it in fewer than a share ``alpha`` of its requests: a step that *failed* (status
+    error or timeout; of the reference requests that ran it) or that ran fine but *dropped*
+    an output (of the reference requests where it ran fine). ``{node: "failed" |
+    "dropped"}``, the node being the status or the missing output. Such breaks are findings
+    whatever their surprise: to a mechanism, a state the reference never showed is merely
+    unseen, its surprise bounded by the reference's size, which can stay below a threshold
+    that continuous nodes set."""
+    status = {graph.step(n): n for n in graph.nodes
+              if graph.info[n].role == "status" and n in request and n in reference}
+    out: dict[str, str] = {}
+    for step, node in status.items():
+        state = request[node].iloc[0]
+        ran = reference[node].isin(("ok", *FAILED))
+        if state in FAILED and float(reference[node][ran].isin(FAILED).mean()) < alpha:
+            out[node] = "failed"
+        if state != "ok":
             continue
-        ran = reference[node][reference[node].isin(("ok", *FAILED))] if node in reference \
-            else pd.Series(dtype=object)
-        if not len(ran) or float(ran.isin(FAILED).mean()) < alpha:
-            out.append(node)
+        fine = (reference[node] == "ok").to_numpy()
+        for output in graph.nodes:
+            if (graph.step(output) == step and graph.info[output].role == "tensor"
+                    and output in request and pd.isna(request[output].iloc[0])
+                    and output in reference and fine.any()
+                    and float(reference[output][fine].isna().mean()) < alpha):
+                out[output] = "dropped"
     return out
 
 
