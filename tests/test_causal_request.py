@@ -119,3 +119,18 @@ def test_a_step_that_ran_fine_but_dropped_its_output_is_named() -> None:
     sparse = reference.copy()
     sparse.loc[sparse.index[:60], "embed.outputs.y"] = np.nan
     assert causal.explain_request(SPEC, sparse, request.iloc[0]).no_fault
+
+
+def test_a_slow_step_is_named_beside_the_references_own_slow_requests() -> None:
+    """A fast step's latency sits in one or two buckets, with a few slower requests (a
+    pause of the machine): its mechanism's surprises are inflated, and dividing the
+    slowness score by that inflation would hide a step forty times slower."""
+    rng = np.random.default_rng(7)
+    reference = window(rng, n=800)
+    paused = rng.random(len(reference)) < 0.02
+    reference["embed.latency_ms"] = np.where(paused, rng.uniform(1.0, 5.0, len(reference)),
+                                             0.18 * rng.lognormal(sigma=0.05, size=len(reference)))
+    request = reference.median(numeric_only=True).to_frame().T
+    request["embed.latency_ms"] = 40.0
+    ranking = causal.explain_request(SPEC, reference, request.iloc[0])
+    assert not ranking.no_fault and ranking.top.node == "embed.latency_ms", ranking.table(4)

@@ -131,6 +131,9 @@ class FlowCause(Method):
         inside = np.array([fit.in_support(j, both).all() for j in nodes])
         surprise = np.array([fit.surprise(j, both).mean() for j in nodes]) * inside
         held_out = np.arange(len(fit.ref.X)) < fit.ref.cut
+        ref_surprise, surprise = calibrate(ref_surprise, surprise, held_out)
+        # slowness has a robust scale of its own, so it joins after the calibration: a
+        # latency whose buckets barely vary has an inflated mechanism, not a slow step
         latency = np.zeros(len(graph.nodes), dtype=bool)  # latencies the reference has
         for node in graph.latency_nodes:  # how much slower than usual (causal.slowness)
             j, ms = graph.index[node], latencies(reference, node)
@@ -139,7 +142,6 @@ class FlowCause(Method):
                                             cross_fitted(ms[fit.ref.position], held_out))
             surprise[j] = max(surprise[j],
                               float(Slowness.of(ms).surprise(latencies(request, node)[:1])[0]))
-        ref_surprise, surprise = calibrate(ref_surprise, surprise, held_out)
         # values and latencies are calibrated apart, so that the reference's latency
         # outliers (a pause of the machine) do not raise the bar for values
         alpha = self.alpha / 2 if latency.any() and not latency.all() else self.alpha
