@@ -34,10 +34,17 @@ MIN_SPREADS = 1.0
 QUANTILES = (0.5, 0.9)
 
 
-def _latencies(frame: pd.DataFrame, node: str) -> np.ndarray:
+def latencies(frame: pd.DataFrame, node: str) -> np.ndarray:
+    """A latency column as floats, row for row (NaN where the step did not run or the
+    column is missing)."""
     if node not in frame:
-        return np.empty(0)
-    values = pd.to_numeric(frame[node], errors="coerce").to_numpy(dtype=float)
+        return np.full(len(frame), np.nan)
+    return pd.to_numeric(frame[node], errors="coerce").to_numpy(dtype=float)
+
+
+def _latencies(frame: pd.DataFrame, node: str) -> np.ndarray:
+    """The latencies of the rows where the step ran."""
+    values = latencies(frame, node)
     return values[~np.isnan(values)]
 
 

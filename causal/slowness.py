@@ -29,7 +29,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import pandas as pd
 from scipy.stats import norm
 
 from causal.encoding import latency_bucket
@@ -38,14 +37,6 @@ from causal.mechanisms import MAX_SURPRISE
 NORMAL_10_90 = float(norm.ppf(0.9) - norm.ppf(0.1))  # 2.563 standard deviations
 MIN_SCALE_BUCKETS = 1.0
 MIN_REQUEST_SPREADS = 3.0
-
-
-def latencies(frame: pd.DataFrame, node: str) -> np.ndarray:
-    """A latency column as floats, row for row (NaN where the step did not run or the
-    column is missing)."""
-    if node not in frame:
-        return np.full(len(frame), np.nan)
-    return pd.to_numeric(frame[node], errors="coerce").to_numpy(dtype=float)
 
 
 @dataclass(frozen=True)

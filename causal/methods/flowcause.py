@@ -42,11 +42,11 @@ from causal.comparison import bootstrap_scores, compare, null_threshold
 from causal.crossfit import CrossFit, Split
 from causal.encoding import fit_encoding
 from causal.graph import CausalGraph
-from causal.load import LatencyChange, correct_for_load
+from causal.load import LatencyChange, correct_for_load, latencies
 from causal.methods.base import Method
 from causal.refinement import refine_request, refine_shift
 from causal.result import Candidate, Ranking, rank_steps
-from causal.slowness import MIN_REQUEST_SPREADS, Slowness, cross_fitted, latencies
+from causal.slowness import MIN_REQUEST_SPREADS, Slowness, cross_fitted
 
 BOOTSTRAP_STEPS = 10  # confidence is shared among the nodes of this many leading steps
 
