@@ -85,6 +85,11 @@ def test_a_step_that_failed_on_the_request_is_named() -> None:
     # a step that fails now and then in the reference too: one more failure is no finding
     flaky = with_status(reference, failed_rows=60)
     assert causal.explain_request(SPEC, flaky, request.iloc[0]).no_fault
+    # a step the reference never ran has never been seen failing either
+    never_ran = with_status(reference)
+    never_ran["embed.status"] = "skipped"
+    unseen = causal.explain_request(SPEC, never_ran, request.iloc[0])
+    assert not unseen.no_fault and unseen.top.evidence.get("failed") is True, unseen.table(4)
 
 
 def test_a_node_with_rare_normal_outliers_does_not_hide_a_fault_elsewhere() -> None:

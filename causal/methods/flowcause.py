@@ -207,18 +207,20 @@ def observed_breaks(graph: CausalGraph, reference: pd.DataFrame, request: pd.Dat
     out: dict[str, str] = {}
     for step, node in status.items():
         state = request[node].iloc[0]
-        ran = reference[node].isin(("ok", *FAILED))
-        if state in FAILED and float(reference[node][ran].isin(FAILED).mean()) < alpha:
-            out[node] = "failed"
-        if state != "ok":
-            continue
-        fine = (reference[node] == "ok").to_numpy()
-        for output in graph.nodes:
-            if (graph.step(output) == step and graph.info[output].role == "tensor"
-                    and output in request and pd.isna(request[output].iloc[0])
-                    and output in reference and fine.any()
-                    and float(reference[output][fine].isna().mean()) < alpha):
-                out[output] = "dropped"
+        if state in FAILED:
+            ran = reference[node][reference[node].isin(("ok", *FAILED))]
+            if not len(ran) or float(ran.isin(FAILED).mean()) < alpha:
+                out[node] = "failed"
+        elif state == "ok":
+            fine = (reference[node] == "ok").to_numpy()
+            if not fine.any():
+                continue
+            for output in graph.nodes:
+                if (graph.step(output) == step and graph.info[output].role == "tensor"
+                        and output in request and pd.isna(request[output].iloc[0])
+                        and output in reference
+                        and float(reference[output][fine].isna().mean()) < alpha):
+                    out[output] = "dropped"
     return out
 
 
