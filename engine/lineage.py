@@ -47,6 +47,11 @@ def new_span_id() -> str:
     return f"{_rand(64):016x}"
 
 
+def record_id_of(request_id: str, pipeline: str, origin: str, generation: int) -> str:
+    """The id of the record with this lineage (see the module docstring)."""
+    return f"{request_id}/{pipeline}/{origin}/{generation}"
+
+
 def parse_traceparent(value: str) -> tuple[str, str]:
     """``(trace_id, span_id)`` of a W3C traceparent; ValueError when malformed."""
     match = _TRACEPARENT.match(value.strip().lower())
@@ -91,7 +96,7 @@ class Lineage:
 
     @property
     def record_id(self) -> str:
-        return f"{self.request_id}/{self.pipeline}/{self.origin}/{self.generation}"
+        return record_id_of(self.request_id, self.pipeline, self.origin, self.generation)
 
     @property
     def traceparent(self) -> str:

@@ -65,7 +65,15 @@ def test_event_columns_cross_to_another_process_whole() -> None:
     assert batch.ports["time_ns"] == [11, 12]
     assert batch.ports["tensors"][0] is original[3].record.tensors  # type: ignore[union-attr]
     again = from_wire(pickle.loads(pickle.dumps(to_wire(batch))))
-    for table, copy, tensor_columns in zip(batch, again, TENSOR_COLUMNS, strict=True):
+    assert_same_events(batch, again)
+    # a tensor object passed on as is stays one object (the store summarises it once)
+    assert again.steps["inputs"][0][0] is again.steps["outputs"][0][0]
+    assert again.ports["tensors"][0][0] is again.steps["inputs"][0][0]
+
+
+def assert_same_events(batch: EventBatch, again: EventBatch) -> None:
+    for table, copy, tensor_columns in zip((batch.steps, batch.ports), (again.steps, again.ports),
+                                           TENSOR_COLUMNS, strict=True):
         assert table.keys() == copy.keys()
         for column in table:
             if column not in tensor_columns:
@@ -75,9 +83,24 @@ def test_event_columns_cross_to_another_process_whole() -> None:
                 assert [(t.name, t.datatype, t.data.dtype, t.data.shape, t.data.tolist())
                         for t in group] == [(u.name, u.datatype, u.data.dtype, u.data.shape,
                                              u.data.tolist()) for u in copied]
-    # a tensor object passed on as is stays one object (the store summarises it once)
-    assert again.steps["inputs"][0][0] is again.steps["outputs"][0][0]
-    assert again.ports["tensors"][0][0] is again.steps["inputs"][0][0]
+
+
+def test_tensors_marshal_cannot_write_cross_as_a_pickle() -> None:
+    lin = Lineage("r2", "a" * 32, "b" * 16, "p", "s.outputs")
+    odd = Tensor("odd", "BYTES", np.array([np.int64(3), b"x"], dtype=object))
+    scalar = Tensor("one", "BYTES", np.array(b"only", dtype=object))  # 0-d: tolist is no list
+    text = Tensor("text", "BYTES", np.array(["ab", "cde"]))  # fixed-width unicode, not objects
+    original: list[Item] = [StepEvent("p", "s", "ok", lin, (), (odd,), (scalar, text), 1, 2, 3)]
+    wire = to_wire(EventBatch.of(original))
+    assert wire[:1] == b"P"
+    again = from_wire(wire)
+    assert_same_events(EventBatch.of(original), again)
+    assert type(again.steps["inputs"][0][0].data[0]) is np.int64  # marshal would make it bytes
+    assert again.steps["outputs"][0][1].data.dtype == text.data.dtype
+    assert from_wire(to_wire(EventBatch.of(original[:0]))).steps["step"] == []
+    plain = [StepEvent("p", "s", "ok", lin, (), (scalar,), (text,), 1, 2, 3)]
+    assert to_wire(EventBatch.of(plain))[:1] == b"M"
+    assert_same_events(EventBatch.of(plain), from_wire(to_wire(EventBatch.of(plain))))
 
 
 def send_claims(tracing_observer: Collector, n: int) -> None:

@@ -2,25 +2,33 @@
 
 The engine reports a :class:`engine.observe.StepEvent` per step decision and a
 :class:`PortEvent` per record on a pipeline's inputs or outputs topic. The collector queues
-them and, a batch at a time, turns them into an :class:`EventBatch`: one list per field
-(``STEP_COLUMNS``, ``PORT_COLUMNS``), filled by ``operator.attrgetter`` at C speed, so that
-the events themselves die at once. Tensors stay the engine's own objects (tuples of
+them and, a batch at a time, hands them over as an :class:`EventBatch`: one list per field
+(``STEP_COLUMNS``, ``PORT_COLUMNS``), filled by ``operator.attrgetter`` at C speed when a
+sink first asks for them. Tensors stay the engine's own objects (tuples of
 :class:`engine.tensors.Tensor` in the ``inputs``, ``outputs`` and ``tensors`` columns).
 
-To cross to a tracing process (:mod:`tracing.offload`), :func:`to_wire` makes a batch plain
-data: each distinct tensor object once, as its name, datatype, shape, dtype and raw bytes
-(BYTES tensors: their list of values), referenced by index; :func:`from_wire` restores it,
-tensor objects shared as they were.
+To cross to a tracing process (:mod:`tracing.offload`), :func:`to_wire` packs the events
+of a batch in one pass, without making columns: a row of plain values per event (lineage as
+its parts, the record id left for the other side to build) and each distinct tensor object
+once, as its name, datatype, shape, dtype and raw bytes (BYTES tensors: their list of
+values), referenced by index. ``marshal`` writes it (a little quicker than ``pickle`` on
+such plain values; both processes run the same interpreter). Since marshal writes any
+object with a buffer as bytes, a batch with a BYTES tensor holding anything but ``bytes``
+and ``str`` is pickled instead. :func:`from_wire` makes the columns from the rows, tensor
+objects shared as they were.
 """
 
 from __future__ import annotations
 
+import contextlib
+import marshal
 import pickle
 from operator import attrgetter
 from typing import Any, NamedTuple
 
 import numpy as np
 
+from engine.lineage import record_id_of
 from engine.observe import StepEvent
 from engine.record import Record
 from engine.tensors import Tensor
@@ -60,55 +68,140 @@ class PortEvent(NamedTuple):
 Item = StepEvent | PortEvent
 
 
-class EventBatch(NamedTuple):
-    """A batch of events as columns, steps and port records apart, each in report order."""
+class EventBatch:
+    """A batch of events as columns, steps and port records apart, each in report order.
 
-    steps: Columns
-    ports: Columns
+    :meth:`of` keeps the events and makes the columns when a sink first reads them, so that
+    a batch bound for a tracing process is packed straight from its events (:func:`to_wire`).
+    """
+
+    __slots__ = ("items", "_steps", "_ports")
+
+    def __init__(self, steps: Columns | None, ports: Columns | None,
+                 items: list[Item] | None = None) -> None:
+        self._steps, self._ports, self.items = steps, ports, items
 
     @classmethod
     def of(cls, items: list[Item]) -> EventBatch:
-        steps = [i for i in items if type(i) is StepEvent]
-        ports = [i for i in items if type(i) is not StepEvent]
-        return cls({c: list(map(get, steps)) for c, get in _STEP_GET.items()},
-                   {c: list(map(get, ports)) for c, get in _PORT_GET.items()})
+        return cls(None, None, items)
+
+    def _columns(self) -> tuple[Columns, Columns]:
+        if self._steps is None or self._ports is None:
+            items = self.items or []
+            steps = [i for i in items if type(i) is StepEvent]
+            ports = [i for i in items if type(i) is not StepEvent]
+            self._steps = {c: list(map(get, steps)) for c, get in _STEP_GET.items()}
+            self._ports = {c: list(map(get, ports)) for c, get in _PORT_GET.items()}
+        return self._steps, self._ports
+
+    @property
+    def steps(self) -> Columns:
+        return self._columns()[0]
+
+    @property
+    def ports(self) -> Columns:
+        return self._columns()[1]
 
     def __len__(self) -> int:
+        if self.items is not None:
+            return len(self.items)
         return len(self.steps["step"]) + len(self.ports["port"])
 
 
+# A row on the wire: the columns in order, lineage pipeline and origin in place of the
+# record id (the receiving side builds it: record_id_of).
+_STEP_ROW = ("pipeline", "step", "status", "request_id", "trace_id", "span_id", "lineage_pipeline",
+             "origin", "generation", "parents", "parent_span_ids", "inputs", "outputs",
+             "received_ns", "started_ns", "finished_ns", "batch_size", "error")
+_PORT_ROW = ("pipeline", "port", "time_ns", "request_id", "trace_id", "span_id", "lineage_pipeline",
+             "origin", "generation", "parents", "tensors")
+_MARSHAL, _PICKLE = b"M", b"P"
+_OBJECT = np.dtype(object).str  # such arrays go as their flat values, others as bytes
+_TEXT = {bytes, str}
+
+
 def to_wire(batch: EventBatch) -> bytes:
-    """The batch as bytes for another process (see the module docstring)."""
+    """The events of a batch :meth:`EventBatch.of` made, as bytes for another process (see
+    the module docstring). One pass, no columns: this runs on the engine's event loop."""
+    if batch.items is None:
+        raise ValueError("to_wire packs the events a batch was made of; this one has columns only")
     index: dict[int, int] = {}
     described: list[tuple[Any, ...]] = []
-    tables = []
-    for columns, tensor_columns in zip(batch, TENSOR_COLUMNS, strict=True):
-        plain = dict(columns)
-        for column in tensor_columns:
-            refs = []
-            for group in columns[column]:
-                at = []
-                for t in group:
-                    i = index.get(id(t))
-                    if i is None:
-                        i = index[id(t)] = len(described)
-                        d = t.data
-                        described.append((t.name, t.datatype, d.shape, d.dtype,
-                                          d.tolist() if d.dtype.kind == "O" else d.tobytes()))
-                    at.append(i)
-                refs.append(tuple(at))
-            plain[column] = refs
-        tables.append(plain)
-    return pickle.dumps((tables, described), protocol=pickle.HIGHEST_PROTOCOL)
+    step_rows: list[tuple[Any, ...]] = []
+    port_rows: list[tuple[Any, ...]] = []
+    find = index.get
+    describe = described.append
+    exact = True
+    for event in batch.items:
+        is_step = type(event) is StepEvent
+        groups = ((event.inputs, event.outputs) if is_step  # type: ignore[union-attr]
+                  else (event.record.tensors,))  # type: ignore[union-attr]
+        refs = []
+        for group in groups:
+            at = []
+            for t in group:
+                i = find(id(t))
+                if i is None:
+                    i = index[id(t)] = len(described)
+                    d = t.data
+                    dtype = d.dtype
+                    if dtype.hasobject:
+                        values = d.ravel().tolist()
+                        # marshal writes any buffer (a numpy scalar, say) as bytes: only
+                        # exact bytes and str go through it, anything else makes a pickle
+                        exact &= set(map(type, values)) <= _TEXT
+                        describe((t.name, t.datatype, d.shape, dtype.str, values))
+                    else:
+                        describe((t.name, t.datatype, d.shape, dtype.str, d.tobytes()))
+                at.append(i)
+            refs.append(at)
+        if is_step:
+            e: StepEvent = event  # type: ignore[assignment]
+            lin = e.lineage
+            step_rows.append((e.pipeline, e.step, e.status, lin.request_id, lin.trace_id,
+                              lin.span_id, lin.pipeline, lin.origin, lin.generation, lin.parents,
+                              e.parent_span_ids, refs[0], refs[1], e.received_ns, e.started_ns,
+                              e.finished_ns, e.batch_size, e.error))
+        else:
+            p: PortEvent = event  # type: ignore[assignment]
+            lin = p.record.lineage
+            port_rows.append((p.pipeline, p.port, p.time_ns, lin.request_id, lin.trace_id,
+                              lin.span_id, lin.pipeline, lin.origin, lin.generation, lin.parents,
+                              refs[0]))
+    payload = (step_rows, port_rows, described)
+    if exact:
+        with contextlib.suppress(ValueError):  # e.g. a str subclass as an id
+            return _MARSHAL + marshal.dumps(payload)
+    return _PICKLE + pickle.dumps(payload, protocol=pickle.HIGHEST_PROTOCOL)
 
 
 def from_wire(data: bytes) -> EventBatch:
-    """The batch :func:`to_wire` was given."""
-    tables, described = pickle.loads(data)
-    tensors = [Tensor(name, datatype, np.array(values, dtype=dtype).reshape(shape)
-                      if dtype.kind == "O" else np.frombuffer(values, dtype).reshape(shape))
-               for name, datatype, shape, dtype, values in described]
-    for columns, tensor_columns in zip(tables, TENSOR_COLUMNS, strict=True):
+    """The batch :func:`to_wire` was given, as columns."""
+    payload = memoryview(data)[1:]
+    step_rows, port_rows, described = (marshal.loads(payload) if data[:1] == _MARSHAL
+                                       else pickle.loads(payload))
+    tensors: list[Tensor] = []
+    dtypes: dict[str, np.dtype[Any]] = {}  # parsing a dtype string costs more than the array
+    for name, datatype, shape, code, values in described:
+        if code == _OBJECT:
+            data = np.array(values, dtype=object).reshape(shape)
+        else:
+            dtype = dtypes.get(code)
+            if dtype is None:
+                dtype = dtypes[code] = np.dtype(code)
+            data = np.frombuffer(values, dtype)
+            if data.shape != shape:
+                data = data.reshape(shape)
+        tensors.append(Tensor(name, datatype, data))
+    tables = []
+    for rows, fields, columns, tensor_columns in (
+            (step_rows, _STEP_ROW, STEP_COLUMNS, TENSOR_COLUMNS[0]),
+            (port_rows, _PORT_ROW, PORT_COLUMNS, TENSOR_COLUMNS[1])):
+        transposed = map(list, zip(*rows, strict=True)) if rows else ([] for _ in fields)
+        wire: Columns = dict(zip(fields, transposed, strict=True))
+        wire["record_id"] = list(map(record_id_of, wire["request_id"], wire["lineage_pipeline"],
+                                     wire["origin"], wire["generation"]))
         for column in tensor_columns:
-            columns[column] = [tuple([tensors[i] for i in refs]) for refs in columns[column]]
+            wire[column] = [tuple([tensors[i] for i in refs]) for refs in wire[column]]
+        tables.append({c: wire[c] for c in columns})
     return EventBatch(*tables)

@@ -75,7 +75,7 @@ class StoreRecorder:
         self._lock = threading.Lock()  # consume (event loop) against flush (flusher thread)
 
     def consume(self, batch: EventBatch) -> None:
-        steps, ports = batch
+        steps, ports = batch.steps, batch.ports
         n_steps, n_ports = len(steps["step"]), len(ports["port"])
         port_times = ports["time_ns"]
         groups = steps["inputs"] + steps["outputs"] + ports["tensors"]

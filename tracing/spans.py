@@ -102,7 +102,7 @@ class SpanSink:
         self._thread.start()
 
     def consume(self, batch: EventBatch) -> None:
-        steps, ports = batch
+        steps, ports = batch.steps, batch.ports
         spans = [self._step_span(*row) for row in zip(*(steps[c] for c in STEP_SPAN), strict=True)
                  if row[2] != "skipped"]  # a step that did not execute has no span
         for row in zip(*(ports[c] for c in PORT_SPAN), strict=True):
