@@ -10,6 +10,9 @@ can be learned directly:
   often exact functions of their inputs, so an exact fit leaves residual 0 and any later
   departure shows;
 - a *discrete* node gets a decision tree over its parents with smoothed leaf frequencies;
+  when an unrestricted tree is a *rule* of the parents (exact on the reference, and trees
+  grown on either half of it seldom wrong on the other), a request inside the span of its
+  leaf's reference rows breaks the rule with the probability the whole reference gives;
 - a root is either of these with no parents: its marginal distribution.
 
 A mechanism gives, for rows of the encoded matrix (all nodes, :mod:`causal.encoding`): the
@@ -126,6 +129,41 @@ class Design:
         return X[:, self.parents]
 
 
+MIN_RULE_ROWS = 40
+RULE_HELD_OUT_ERRORS = 0.02  # a rule's trees grown on half the rows may miss this share
+
+
+def _rule_tree(inputs: np.ndarray, codes: np.ndarray) -> DecisionTreeClassifier | None:
+    """An unrestricted tree, when the target is a rule of its parents: it reproduces every
+    training row, and trees grown on either half of the rows miss few of the other half
+    (only near the rule's thresholds, which a finite sample places between its points);
+    a noisy target fails the second test. Else None."""
+    if len(codes) < MIN_RULE_ROWS:
+        return None
+    tree = DecisionTreeClassifier(max_depth=MAX_DEPTH, random_state=0).fit(inputs, codes)
+    if (tree.predict(inputs) != codes).any():
+        return None
+    order = np.random.default_rng(0).permutation(len(codes))
+    halves = (order[: len(order) // 2], order[len(order) // 2:])
+    missed = 0
+    for fit, check in (halves, halves[::-1]):
+        half = DecisionTreeClassifier(max_depth=MAX_DEPTH, random_state=0)
+        missed += int((half.fit(inputs[fit], codes[fit]).predict(inputs[check])
+                       != codes[check]).sum())
+    return tree if missed <= RULE_HELD_OUT_ERRORS * len(codes) else None
+
+
+def _leaf_boxes(inputs: np.ndarray, leaves: np.ndarray, n_nodes: int
+                ) -> tuple[np.ndarray, np.ndarray]:
+    """Per tree node, the smallest and largest value of each input over its training rows
+    (nodes without rows: an empty box)."""
+    low = np.full((n_nodes, inputs.shape[1]), np.inf)
+    high = np.full((n_nodes, inputs.shape[1]), -np.inf)
+    np.minimum.at(low, leaves, inputs)
+    np.maximum.at(high, leaves, inputs)
+    return low, high
+
+
 class Classifier:
     """P(level | parents) of a discrete target, with smoothed counts per context.
 
@@ -142,6 +180,7 @@ class Classifier:
         codes = y.astype(np.int64)
         self.tree: DecisionTreeClassifier | None = None
         self.regimes: np.ndarray | None = None
+        self.box: tuple[np.ndarray, np.ndarray] | None = None  # a rule's leaves' spans
         leaves = np.zeros(len(codes), dtype=np.int64)
         if design.parents and len(np.unique(codes)) > 1:
             keys = design.regime_keys(X)
@@ -151,11 +190,17 @@ class Classifier:
                 if len(pairs) == len(regimes):  # every regime sees a single level
                     self.regimes, leaves = regimes, inverse
             if self.regimes is None:
-                self.tree = DecisionTreeClassifier(
-                    max_depth=MAX_DEPTH, min_samples_leaf=max(3, len(codes) // 50),
-                    random_state=0)
-                self.tree.fit(design.tree_input(X), codes)
-                leaves = self.leaves(X)
+                inputs = design.tree_input(X)
+                self.tree = _rule_tree(inputs, codes)
+                if self.tree is not None:
+                    leaves = self.leaves(X)
+                    self.box = _leaf_boxes(inputs, leaves, self.tree.tree_.node_count)
+                else:
+                    self.tree = DecisionTreeClassifier(
+                        max_depth=MAX_DEPTH, min_samples_leaf=max(3, len(codes) // 50),
+                        random_state=0)
+                    self.tree.fit(inputs, codes)
+                    leaves = self.leaves(X)
         n_leaves = (self.tree.tree_.node_count if self.tree is not None
                     else len(self.regimes) + 1 if self.regimes is not None else 1)
         counts = np.zeros((n_leaves, n_levels))
@@ -163,11 +208,24 @@ class Classifier:
         if self.regimes is not None:
             counts[-1] = counts.sum(0)  # an unseen regime gets the pooled frequencies
         self.table = (counts + SMOOTHING / n_levels) / (counts.sum(1, keepdims=True) + SMOOTHING)
+        self.rule_table = self.table
+        if self.box is not None:
+            # Inside the box its training rows span, a leaf of a rule is as sure as the
+            # rule: a break costs what all the rows say (the rule of succession), not what
+            # the leaf's few say.
+            other = SMOOTHING / n_levels / (len(codes) + SMOOTHING)
+            self.rule_table = np.full((n_leaves, n_levels), other)
+            self.rule_table[np.arange(n_leaves), counts.argmax(1)] = 1.0 - other * (n_levels - 1)
+
+    @property
+    def rule(self) -> bool:
+        """Whether the tree is a rule of the parents (:func:`_rule_tree`)."""
+        return self.box is not None
 
     @property
     def model(self) -> str:
-        return "tree" if self.tree is not None else "regimes" if self.regimes is not None \
-            else "frequencies"
+        return ("rule" if self.rule else "tree" if self.tree is not None
+                else "regimes" if self.regimes is not None else "frequencies")
 
     def leaves(self, X: np.ndarray) -> np.ndarray:
         """The context of each row: rows of one context share their probabilities."""
@@ -183,7 +241,14 @@ class Classifier:
         return self.tree.tree_.apply(rows).astype(np.int64)
 
     def proba(self, X: np.ndarray) -> np.ndarray:
-        return self.table[self.leaves(X)]
+        leaves = self.leaves(X)
+        P = self.table[leaves]
+        if self.box is not None:
+            low, high = self.box
+            inputs = self.design.tree_input(X)
+            inside = ((inputs >= low[leaves]) & (inputs <= high[leaves])).all(1)
+            P[inside] = self.rule_table[leaves[inside]]
+        return P
 
     @staticmethod
     def _below(P: np.ndarray, codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

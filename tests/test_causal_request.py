@@ -139,3 +139,46 @@ def test_a_slow_step_is_named_beside_the_references_own_slow_requests() -> None:
     request["embed.latency_ms"] = 40.0
     ranking = causal.explain_request(SPEC, reference, request.iloc[0])
     assert not ranking.no_fault and ranking.top.node == "embed.latency_ms", ranking.table(4)
+
+
+ROUTER = {"apiVersion": "mlops.seldon.io/v1alpha1", "kind": "Pipeline",
+          "metadata": {"name": "p"},
+          "spec": {"steps": [{"name": "route", "inputs": ["p.inputs.a", "p.inputs.b"]},
+                             {"name": "rare", "inputs": ["p.inputs.a"],
+                              "triggers": ["route.outputs.rare"]},
+                             {"name": "usual", "inputs": ["p.inputs.a"],
+                              "triggers": ["route.outputs.usual"]}],
+                   "output": {"steps": ["rare", "usual"], "stepsJoin": "any"}}}
+
+
+def routed(a: np.ndarray, b: np.ndarray, rare: np.ndarray) -> pd.DataFrame:
+    """Requests through ROUTER: ``rare`` says where the router sent each."""
+    payout = np.where(rare, 0.6 * a, 0.8 * a)
+    return pd.DataFrame({"p.inputs.a": a, "p.inputs.b": b,
+                         "route.outputs.rare": np.where(rare, 1.0, np.nan),
+                         "route.outputs.usual": np.where(rare, np.nan, 1.0),
+                         "rare.outputs.y": np.where(rare, payout, np.nan),
+                         "usual.outputs.y": np.where(rare, np.nan, payout),
+                         "p.outputs.y": payout})
+
+
+def test_a_router_that_breaks_its_rule_on_one_request_is_named() -> None:
+    """The router sends a request the wrong way, deep inside a region its rule (two
+    thresholds) decides, a region too small for a tree of large leaves to carve out: the
+    reference never broke the rule, so the break is as surprising as the whole reference
+    makes it, not as a leaf of a few requests would."""
+    rng = np.random.default_rng(7)
+    a, b = rng.normal(size=1000), rng.normal(size=1000)
+    rule = (a > 0.8) & (b > 0.8)
+    reference = routed(a, b, rule)
+    inside = reference[rule].median()  # the middle of the rare region
+    wrong = routed(np.array([inside["p.inputs.a"]]), np.array([inside["p.inputs.b"]]),
+                   np.array([False]))
+    ranking = causal.explain_request(ROUTER, reference, wrong.iloc[0])
+    assert not ranking.no_fault and ranking.top.step == "route", ranking.table(4)
+    right = routed(wrong["p.inputs.a"].to_numpy(), wrong["p.inputs.b"].to_numpy(),
+                   np.array([True]))
+    assert causal.explain_request(ROUTER, reference, right.iloc[0]).no_fault
+    # a router that is not a rule (one request in ten goes either way) is no finding there
+    noisy = routed(a, b, rule ^ (rng.random(1000) < 0.1))
+    assert causal.explain_request(ROUTER, noisy, wrong.iloc[0]).no_fault
