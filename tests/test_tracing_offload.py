@@ -87,7 +87,8 @@ def assert_same_events(batch: EventBatch, again: EventBatch) -> None:
 
 def test_tensors_marshal_cannot_write_cross_as_a_pickle() -> None:
     lin = Lineage("r2", "a" * 32, "b" * 16, "p", "s.outputs")
-    odd = Tensor("odd", "BYTES", np.array([np.int64(3), b"x"], dtype=object))
+    odd = Tensor("odd", "BYTES", np.empty(3, dtype=object))
+    odd.data[:] = [np.int64(3), b"x", (1, 2)]  # a tuple element stays one element
     scalar = Tensor("one", "BYTES", np.array(b"only", dtype=object))  # 0-d: tolist is no list
     text = Tensor("text", "BYTES", np.array(["ab", "cde"]))  # fixed-width unicode, not objects
     original: list[Item] = [StepEvent("p", "s", "ok", lin, (), (odd,), (scalar, text), 1, 2, 3)]
@@ -96,6 +97,7 @@ def test_tensors_marshal_cannot_write_cross_as_a_pickle() -> None:
     again = from_wire(wire)
     assert_same_events(EventBatch.of(original), again)
     assert type(again.steps["inputs"][0][0].data[0]) is np.int64  # marshal would make it bytes
+    assert again.steps["inputs"][0][0].data[2] == (1, 2)
     assert again.steps["outputs"][0][1].data.dtype == text.data.dtype
     assert from_wire(to_wire(EventBatch.of(original[:0]))).steps["step"] == []
     plain = [StepEvent("p", "s", "ok", lin, (), (scalar,), (text,), 1, 2, 3)]

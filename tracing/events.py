@@ -184,15 +184,17 @@ def from_wire(data: bytes) -> EventBatch:
     dtypes: dict[str, np.dtype[Any]] = {}  # parsing a dtype string costs more than the array
     for name, datatype, shape, code, values in described:
         if code == _OBJECT:
-            data = np.array(values, dtype=object).reshape(shape)
+            array = np.empty(len(values), dtype=object)
+            array[:] = values  # element by element, whatever the elements are
+            array = array.reshape(shape)
         else:
             dtype = dtypes.get(code)
             if dtype is None:
                 dtype = dtypes[code] = np.dtype(code)
-            data = np.frombuffer(values, dtype)
-            if data.shape != shape:
-                data = data.reshape(shape)
-        tensors.append(Tensor(name, datatype, data))
+            array = np.frombuffer(values, dtype)
+            if array.shape != shape:
+                array = array.reshape(shape)
+        tensors.append(Tensor(name, datatype, array))
     tables = []
     for rows, fields, columns, tensor_columns in (
             (step_rows, _STEP_ROW, STEP_COLUMNS, TENSOR_COLUMNS[0]),
