@@ -208,7 +208,7 @@ class Classifier:
         if self.regimes is not None:
             counts[-1] = counts.sum(0)  # an unseen regime gets the pooled frequencies
         self.table = (counts + SMOOTHING / n_levels) / (counts.sum(1, keepdims=True) + SMOOTHING)
-        self.rule_table = self.table
+        self.rule_table = self.table  # where the tree is no rule, the leaves' own
         if self.box is not None:
             # Inside the box its training rows span, a leaf of a rule is as sure as the
             # rule: a break costs what all the rows say (the rule of succession), not what

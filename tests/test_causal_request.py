@@ -164,9 +164,9 @@ def routed(a: np.ndarray, b: np.ndarray, rare: np.ndarray) -> pd.DataFrame:
 
 def test_a_router_that_breaks_its_rule_on_one_request_is_named() -> None:
     """The router sends a request the wrong way, deep inside a region its rule (two
-    thresholds) decides, a region too small for a tree of large leaves to carve out: the
-    reference never broke the rule, so the break is as surprising as the whole reference
-    makes it, not as a leaf of a few requests would."""
+    thresholds) decides. The reference never broke the rule, so the break is as surprising
+    as all its requests make it, not as a leaf of a few dozen would (below the threshold:
+    so it was before rules)."""
     rng = np.random.default_rng(7)
     a, b = rng.normal(size=1000), rng.normal(size=1000)
     rule = (a > 0.8) & (b > 0.8)
