@@ -2,9 +2,9 @@
 beside the engine instead of inside its event loop.
 
 :class:`ProcessSinks` is a collector sink like any other. Where the collector hands a batch
-of event columns over (the engine's event loop) it makes them plain bytes
-(:func:`tracing.events.to_wire`: names, ids, times, each distinct tensor's raw bytes once)
-and queues them; a sender thread writes them to a pipe (the write waits on the pipe, not on
+of events over (the engine's event loop) it packs them as bytes, without ever making their
+columns (:func:`tracing.events.to_wire`: names, ids, times, each distinct tensor's raw bytes
+once) and queues them; a sender thread writes them to a pipe (the write waits on the pipe, not on
 the GIL). A child process, started with ``spawn``, builds the real sinks from a picklable
 factory and feeds them through a collector of its own, which also flushes them every
 ``flush_seconds``.
