@@ -2,13 +2,14 @@
 
 The engine calls observers on its event loop, for every step decision and every pipeline
 record. :class:`Collector` stamps a time where the engine gave none and appends the event
-to a queue; every ``batch_events`` events it turns the batch into columns
-(:class:`tracing.events.EventBatch`) and hands them to its sinks, which keep what they need;
-the events go at once. The span sink builds its spans there and exports them from a thread
-of its own; a flusher thread wakes every ``flush_seconds`` to hand over what a quiet engine
-left queued and have the sinks flush (the store builds its Arrow tables, summarises tensors
-and commits Parquet files). With a tracing process (:mod:`tracing.offload`) the only sink
-here sends the columns to that process, where a collector of its own feeds the real sinks.
+to a queue; every ``batch_events`` events it hands the batch to its sinks as an
+:class:`tracing.events.EventBatch` (columns, made when a sink first reads them), and they
+keep what they need; the events go at once. The span sink builds its spans there and
+exports them from a thread of its own; a flusher thread wakes every ``flush_seconds`` to
+hand over what a quiet engine left queued and have the sinks flush (the store builds its
+Arrow tables, summarises tensors and commits Parquet files). With a tracing process
+(:mod:`tracing.offload`) the only sink here packs the events for that process, where a
+collector of its own feeds the real sinks.
 
 Why batches of 64: events waiting in the queue survive into older garbage-collector
 generations and bring on full collections, the largest single cost of tracing; measured on
