@@ -1,6 +1,8 @@
 """One request (explain_request): a slow step is named however few latency buckets the
 reference shows (causal.slowness), but not for a slowness a pause of the machine could
-cause; a step that failed on the request is named when it hardly ever fails."""
+cause; a step that failed on the request, or dropped an output, is named when it hardly
+ever does; a node with rare normal outliers does not hide a fault elsewhere
+(causal.calibration); a router that breaks its rule is named (causal.mechanisms)."""
 
 from __future__ import annotations
 

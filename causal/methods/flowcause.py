@@ -31,6 +31,7 @@ the pipeline output (:mod:`causal.refinement`).
 
 from __future__ import annotations
 
+from collections import defaultdict
 from dataclasses import replace
 from typing import Any
 
@@ -202,8 +203,14 @@ def observed_breaks(graph: CausalGraph, reference: pd.DataFrame, request: pd.Dat
     whatever their surprise: to a mechanism, a state the reference never showed is merely
     unseen, its surprise bounded by the reference's size, which can stay below a threshold
     that continuous nodes set."""
-    status = {graph.step(n): n for n in graph.nodes
-              if graph.info[n].role == "status" and n in request and n in reference}
+    status: dict[str, str] = {}  # step -> its status node
+    outputs: defaultdict[str, list[str]] = defaultdict(list)  # step -> its tensor outputs
+    for n in graph.nodes:
+        if n in request and n in reference:
+            if graph.info[n].role == "status":
+                status[graph.step(n)] = n
+            elif graph.info[n].role == "tensor":
+                outputs[graph.step(n)].append(n)
     out: dict[str, str] = {}
     for step, node in status.items():
         state = request[node].iloc[0]
@@ -215,10 +222,8 @@ def observed_breaks(graph: CausalGraph, reference: pd.DataFrame, request: pd.Dat
             fine = (reference[node] == "ok").to_numpy()
             if not fine.any():
                 continue
-            for output in graph.nodes:
-                if (graph.step(output) == step and graph.info[output].role == "tensor"
-                        and output in request and pd.isna(request[output].iloc[0])
-                        and output in reference
+            for output in outputs[step]:
+                if (pd.isna(request[output].iloc[0])
                         and float(reference[output][fine].isna().mean()) < alpha):
                     out[output] = "dropped"
     return out
