@@ -12,6 +12,7 @@ from typing import Any
 
 from engine.compile import PipelineInvalid, compile_pipelines
 from engine.engine import Engine, RequestError
+from engine.lineage import parent_or_sampled
 from engine.spec import Pipeline, SpecError, load_pipelines
 from engine.steps import StepNotFound, StepRegistry
 from engine.validate import validate
@@ -102,7 +103,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         async with Engine(compiled, registry, transport=transport, models=_model_map(args.model),
-                          results=False, observers=[tracing.collector] if tracing else []):
+                          results=False, observers=[tracing.collector] if tracing else [],
+                          sampler=tracing.sampler if tracing else parent_or_sampled):
             print(f"serving {', '.join(compiled.pipelines)} on {args.bootstrap} "
                   f"(group {args.group}, {args.partitions} partitions)", flush=True)
             await stop.wait()

@@ -10,7 +10,15 @@ from typing import Any
 
 from engine.compile import CompiledPipelines, NodePlan, compile_pipelines
 from engine.embedded import EmbeddedBus
-from engine.lineage import Lineage, new_request_id, new_span_id, new_trace_id, parse_traceparent
+from engine.lineage import (
+    Lineage,
+    Sampler,
+    new_request_id,
+    new_span_id,
+    new_trace_id,
+    parent_or_sampled,
+    parse_traceparent,
+)
 from engine.observe import Observer
 from engine.processor import NodeProcessor, PortProcessor, StepProcessor
 from engine.record import Record
@@ -71,7 +79,9 @@ class Engine:
     """Runs pipelines on a transport (the embedded bus unless told otherwise).
 
     ``steps`` maps step (or model) names to step code; ``models`` maps a step name to the
-    model name whose code it runs, when they differ.
+    model name whose code it runs, when they differ. ``sampler`` gives each request the W3C
+    sampled flag its records carry (spans are made for sampled requests only); by default a
+    request follows its client's ``traceparent`` and is sampled without one.
     """
 
     def __init__(
@@ -83,6 +93,7 @@ class Engine:
         models: Mapping[str, str] | None = None,
         observers: Iterable[Observer] = (),
         results: bool = True,
+        sampler: Sampler = parent_or_sampled,
     ) -> None:
         self.compiled = (
             pipelines
@@ -95,6 +106,7 @@ class Engine:
         self.transport: Transport = transport or EmbeddedBus()
         self.observers = list(observers)
         self.results = results  # False for a worker process that serves no waiting clients
+        self.sampler = sampler  # the sampled flag of requests (tracing.sampling)
         self.processors: list[NodeProcessor] = []
         self._waiters: dict[str, list[tuple[str, asyncio.Future[InferenceResult]]]] = {}
         self._started = False
@@ -254,9 +266,10 @@ class Engine:
             traceparent = traceparent or params.get("traceparent")
         else:
             tensors = tuple(request)
+        parent_sampled: bool | None = None
         if traceparent:
             try:
-                trace_id, parent_span = parse_traceparent(traceparent)
+                trace_id, parent_span, parent_sampled = parse_traceparent(traceparent)
             except ValueError as exc:
                 raise RequestError(str(exc)) from None
         else:
@@ -264,7 +277,7 @@ class Engine:
             # a generated request id is also the trace id: one id to look up in a tracer
             request_id = request_id or trace_id
         lineage = Lineage(str(request_id or new_request_id()), trace_id, parent_span, pipeline,
-                          "inputs")
+                          "inputs", sampled=self.sampler(trace_id, parent_sampled))
         return Record(lineage, tensors)
 
     def submit(self, record: Record) -> None:

@@ -4,6 +4,11 @@ In memory a :class:`Lineage` is a small slotted object (the embedded bus passes 
 :meth:`Lineage.to_headers` / :meth:`Lineage.from_headers` turn it into Kafka-style
 ``(key, bytes)`` headers so the Kafka transport carries exactly the same information.
 
+The W3C ``traceparent``'s *sampled* flag travels with the lineage (:attr:`Lineage.sampled`):
+a request's own lineage takes it from the client's traceparent, or from the engine's root
+sampler when there is none, and every record made from it keeps it, so that one decision
+holds for the whole request across steps, joins, chained pipelines and processes.
+
 Record ids are deterministic: ``<request id>/<pipeline>/<origin>/<generation>``, where the
 origin is ``<step>.inputs``, ``<step>.outputs``, ``inputs``, ``outputs`` or ``errors``.
 Reprocessing a record after a crash therefore produces records with the same ids, which is
@@ -16,11 +21,12 @@ import json
 import os
 import random
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 
 _TRACEPARENT = re.compile(r"^00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$")
 _TRACEPARENT_OURS = re.compile(r"00-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}")
 _ZERO_TRACE, _ZERO_SPAN = "0" * 32, "0" * 16
+_ODD = frozenset("13579bdf")  # the second hex digit of the flags, with the sampled bit set
 _json_string = json.encoder.encode_basestring_ascii  # type: ignore[attr-defined]
 # Ids need uniqueness, not secrecy: a Mersenne generator seeded from the OS is ~20x cheaper
 # per id than reading os.urandom every time.
@@ -52,12 +58,22 @@ def record_id_of(request_id: str, pipeline: str, origin: str, generation: int) -
     return f"{request_id}/{pipeline}/{origin}/{generation}"
 
 
-def parse_traceparent(value: str) -> tuple[str, str]:
-    """``(trace_id, span_id)`` of a W3C traceparent; ValueError when malformed."""
+def parse_traceparent(value: str) -> tuple[str, str, bool]:
+    """``(trace_id, span_id, sampled)`` of a W3C traceparent; ValueError when malformed."""
     match = _TRACEPARENT.match(value.strip().lower())
     if not match or match.group(1) == "0" * 32 or match.group(2) == "0" * 16:
         raise ValueError(f"malformed W3C traceparent: {value!r}")
-    return match.group(1), match.group(2)
+    return match.group(1), match.group(2), match.group(3)[1] in _ODD
+
+
+def parent_or_sampled(trace_id: str, parent_sampled: bool | None) -> bool:
+    """The default root sampler: follow the client's traceparent, else sample (OpenTelemetry's
+    ``parentbased_always_on``)."""
+    return True if parent_sampled is None else parent_sampled
+
+
+# (trace id, the client's sampled flag or None without a traceparent) -> sampled
+Sampler = Callable[[str, bool | None], bool]
 
 
 class Lineage:
@@ -72,6 +88,7 @@ class Lineage:
         "generation",
         "parents",
         "visits",
+        "sampled",
     )
 
     def __init__(
@@ -84,6 +101,7 @@ class Lineage:
         generation: int = 0,
         parents: tuple[str, ...] = (),
         visits: Mapping[str, int] | None = None,
+        sampled: bool = True,
     ) -> None:
         self.request_id = request_id
         self.trace_id = trace_id
@@ -93,6 +111,7 @@ class Lineage:
         self.generation = generation
         self.parents = parents
         self.visits = visits
+        self.sampled = sampled  # the W3C traceparent's sampled flag
 
     @property
     def record_id(self) -> str:
@@ -100,7 +119,7 @@ class Lineage:
 
     @property
     def traceparent(self) -> str:
-        return f"00-{self.trace_id}-{self.span_id}-01"
+        return f"00-{self.trace_id}-{self.span_id}-{'01' if self.sampled else '00'}"
 
     @property
     def step(self) -> str | None:
@@ -118,14 +137,16 @@ class Lineage:
         visits: Mapping[str, int] | None = None,
     ) -> Lineage:
         return Lineage(
-            self.request_id, self.trace_id, span_id, pipeline, origin, generation, parents, visits
+            self.request_id, self.trace_id, span_id, pipeline, origin, generation, parents, visits,
+            self.sampled,
         )
 
     def to_headers(self) -> list[tuple[str, bytes]]:
         parents = self.parents
         headers = [
             (H_REQUEST_ID, self.request_id.encode()),
-            (H_TRACEPARENT, f"00-{self.trace_id}-{self.span_id}-01".encode()),
+            (H_TRACEPARENT, f"00-{self.trace_id}-{self.span_id}-{'01' if self.sampled else '00'}"
+             .encode()),
             (H_PIPELINE, self.pipeline.encode()),
             (H_ORIGIN, self.origin.encode()),
             (H_GENERATION, b"0" if not self.generation else str(self.generation).encode()),
@@ -144,7 +165,9 @@ class Lineage:
             trace_id, span_id = traceparent[3:35], traceparent[36:52]
             if (_TRACEPARENT_OURS.fullmatch(traceparent) is None  # not as to_headers writes it
                     or trace_id == _ZERO_TRACE or span_id == _ZERO_SPAN):
-                trace_id, span_id = parse_traceparent(traceparent)
+                trace_id, span_id, sampled = parse_traceparent(traceparent)
+            else:
+                sampled = traceparent[54] in _ODD
             parents = h.get(H_PARENTS, b"[]")
             visits = h.get(H_VISITS)
             generation = h.get(H_GENERATION, b"0")
@@ -152,6 +175,7 @@ class Lineage:
                 h[H_REQUEST_ID].decode(), trace_id, span_id, h[H_PIPELINE].decode(),
                 h[H_ORIGIN].decode(), 0 if generation == b"0" else int(generation),
                 _parse_parents(parents), json.loads(visits) if visits is not None else None,
+                sampled,
             )
         except (KeyError, ValueError) as exc:  # UnicodeDecodeError and JSONDecodeError included
             raise ValueError(f"record headers lack valid lineage: {exc}") from None

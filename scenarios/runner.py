@@ -133,7 +133,7 @@ async def execute(scenario: Scenario, out: Path, *, seed: int | None = None,
     assert tracing is not None
     bus, topics = create_transport(transport, bootstrap)
     engine = Engine(pipelines, registry, transport=bus, topics=topics, models=models,
-                    observers=[tracing.collector])
+                    observers=[tracing.collector], sampler=tracing.sampler)
     # Drain points: the end of the warm-up, the start of the incident phase and of every fault.
     starts = {warmup, healthy} | {healthy + i.fault.start for i in injections}
     traffic_state = _Traffic(asyncio.Semaphore(scenario.traffic.concurrency),

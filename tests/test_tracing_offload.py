@@ -49,7 +49,9 @@ def events() -> list[Item]:
         StepEvent("p", "s", "ok", lin, ("c" * 16, "d" * 16), (shared, text), (shared, flag),
                   1, 2, 3, 4, None),
         StepEvent("p", "t", "skipped", lin, (), (), (), 0, 0, 9, 1, "not triggered"),
-        StepEvent("p", "u", "error", lin, ("c" * 16,), (text,), (), 5, 6, 7, 1, "boom"),
+        StepEvent("p", "u", "error", Lineage("r3", "e" * 32, "f" * 16, "p", "u.outputs",
+                                             sampled=False),
+                  ("c" * 16,), (text,), (), 5, 6, 7, 1, "boom"),
         PortEvent(11, "p", "outputs", Record(lin, (shared, Tensor("n", "INT32",
                                                                   np.array([[7]], np.int32))))),
         PortEvent(12, "p", "inputs", Record(lin, (), "absent", "skipped")),
@@ -62,6 +64,7 @@ def test_event_columns_cross_to_another_process_whole() -> None:
     steps = [e for e in original if isinstance(e, StepEvent)]
     assert batch.steps["step"] == [e.step for e in steps] and len(batch) == len(original)
     assert batch.steps["record_id"] == [e.lineage.record_id for e in steps]
+    assert batch.steps["sampled"] == [True, True, False]
     assert batch.ports["time_ns"] == [11, 12]
     assert batch.ports["tensors"][0] is original[3].record.tensors  # type: ignore[union-attr]
     again = from_wire(pickle.loads(pickle.dumps(to_wire(batch))))

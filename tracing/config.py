@@ -7,6 +7,8 @@
 | largest tensor kept whole (elements) | ``FLOWCAUSE_TRACE_MAX_VALUES`` | 64 |
 | write the store at least every (seconds) | ``FLOWCAUSE_TRACE_FLUSH_SECONDS`` | 1.0 |
 | build spans and write the store in a process of their own | ``FLOWCAUSE_TRACE_PROCESS`` | no |
+| which requests get spans (:mod:`tracing.sampling`) | ``OTEL_TRACES_SAMPLER`` | ``parentbased_always_on`` |
+| its ratio, for the ``traceidratio`` samplers | ``OTEL_TRACES_SAMPLER_ARG`` | 1.0 |
 """
 
 from __future__ import annotations
@@ -19,10 +21,12 @@ from typing import Any
 
 from opentelemetry.sdk.trace.export import SpanExporter
 
+from engine.lineage import Sampler, parent_or_sampled
 from tracing.collector import Collector, Sink
 from tracing.exporters import exporter_name, span_exporter
 from tracing.offload import ProcessSinks
 from tracing.recorder import StoreRecorder
+from tracing.sampling import sampler
 from tracing.spans import SpanSink
 from tracing.summary import DEFAULT_MAX_VALUES
 
@@ -44,6 +48,8 @@ ENV: dict[str, tuple[str, Callable[[str], Any], str]] = {
     "max_values": ("FLOWCAUSE_TRACE_MAX_VALUES", int, "integer"),
     "flush_seconds": ("FLOWCAUSE_TRACE_FLUSH_SECONDS", float, "number"),
     "process": ("FLOWCAUSE_TRACE_PROCESS", yes_or_no, "yes/no (1, true, yes, on, 0, ...)"),
+    "sampler": ("OTEL_TRACES_SAMPLER", str, "sampler name"),
+    "sampler_arg": ("OTEL_TRACES_SAMPLER_ARG", str, "sampler argument"),
 }
 
 
@@ -54,6 +60,8 @@ class TracingConfig:
     max_values: int = DEFAULT_MAX_VALUES
     flush_seconds: float = 1.0
     process: bool = False
+    sampler: str = "parentbased_always_on"
+    sampler_arg: str | None = None
 
     @classmethod
     def from_env(cls, **overrides: Any) -> TracingConfig:
@@ -68,15 +76,18 @@ class TracingConfig:
                     raise ValueError(f"{variable}={raw!r} is not a valid {what}") from None
         values.update({k: v for k, v in overrides.items() if v is not None})
         config = cls(**values)
+        sampler(config.sampler, config.sampler_arg)  # a malformed sampler fails here, early
         return replace(config, exporter=exporter_name(config.exporter))
 
 
 @dataclass
 class Tracing:
-    """The observer to give the engine, and the span exporter (to read back ``memory``)."""
+    """The observer and the sampler to give the engine, and the span exporter (to read back
+    ``memory``)."""
 
     collector: Collector
     exporter: SpanExporter | None
+    sampler: Sampler = parent_or_sampled
 
 
 def sinks(config: TracingConfig) -> list[Sink]:
@@ -94,13 +105,14 @@ def build(config: TracingConfig) -> Tracing | None:
     """The collector with the sinks ``config`` asks for; None when it asks for nothing."""
     if config.exporter == "none" and not config.store:
         return None
+    chosen = sampler(config.sampler, config.sampler_arg)
     if config.process:
         if config.exporter == "memory":
             raise ValueError("the memory span exporter keeps spans in the process that made "
                              "them; it cannot run in a tracing process")
         factory = functools.partial(sinks, config)
         remote: Sequence[Sink] = [ProcessSinks(factory, config.flush_seconds)]
-        return Tracing(Collector(remote, config.flush_seconds), None)
+        return Tracing(Collector(remote, config.flush_seconds), None, chosen)
     local = sinks(config)
     exporter = next((s.exporter for s in local if isinstance(s, SpanSink)), None)
-    return Tracing(Collector(local, config.flush_seconds), exporter)
+    return Tracing(Collector(local, config.flush_seconds), exporter, chosen)

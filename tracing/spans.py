@@ -1,7 +1,8 @@
 """OpenTelemetry spans for what the engine did, built off the hot path from its events.
 
 One span per step execution (status ok, error or timeout; a skipped step did not execute
-and gets none). Its trace id and span id are exactly the ones the engine put into the
+and gets none) of a sampled request (the W3C sampled flag its lineage carries, decided once
+per request: :mod:`tracing.sampling`). Its trace id and span id are exactly the ones the engine put into the
 step's output ``traceparent``, its parent is the span of the first record the step
 consumed, and further consumed records (joins) become links. A record the engine made at a
 pipeline's input stage (chained pipelines) or output stage gets a zero-length span of its
@@ -103,10 +104,14 @@ class SpanSink:
 
     def consume(self, batch: EventBatch) -> None:
         steps, ports = batch.steps, batch.ports
-        spans = [self._step_span(*row) for row in zip(*(steps[c] for c in STEP_SPAN), strict=True)
-                 if row[2] != "skipped"]  # a step that did not execute has no span
-        for row in zip(*(ports[c] for c in PORT_SPAN), strict=True):
-            span = self._port_span(*row)
+        # a step that did not execute has no span, nor has a request that is not sampled
+        spans = [self._step_span(*row) for row, sampled
+                 in zip(zip(*(steps[c] for c in STEP_SPAN), strict=True), steps["sampled"],
+                        strict=True)
+                 if sampled and row[2] != "skipped"]
+        for row, sampled in zip(zip(*(ports[c] for c in PORT_SPAN), strict=True),
+                                ports["sampled"], strict=True):
+            span = self._port_span(*row) if sampled else None
             if span is not None:
                 spans.append(span)
         while len(self._span_of_record) > REMEMBERED_RECORDS:
