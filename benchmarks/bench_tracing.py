@@ -17,6 +17,9 @@ stand-in for the model a real step runs (the reference steps are one multiplicat
 so by default the engine's own overhead is all there is to slow down): ``make
 bench-tracing`` runs N = 0, 100 and 250 (four steps run per request: about 1 ms).
 
+With ``--sampled R`` (0 < R < 1) requests get spans at trace-id ratio R
+(``OTEL_TRACES_SAMPLER=traceidratio``); the store still records every request.
+
 "Full recording costs <= 15 %" is read two ways, both printed: spans + store against spans
 only (what recording tensors adds to a traced engine), and spans + store against tracing off
 (everything tracing costs). ``spans+store/process`` builds the spans and writes the store in
@@ -41,12 +44,14 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
 from engine.engine import Engine
+from engine.lineage import parent_or_sampled
 from engine.spec import load_pipelines
 from engine.tensors import Tensor
 from scenarios.steps.insurance_claims import STEPS, request_tensors
 from tracing.collector import Collector, Sink
 from tracing.offload import ProcessSinks
 from tracing.recorder import StoreRecorder
+from tracing.sampling import sampler
 from tracing.spans import SpanSink
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -131,7 +136,7 @@ def with_work(steps: dict[str, Callable[..., Any]], work_us: float) -> dict[str,
     return {name: busy(fn) for name, fn in steps.items()}
 
 
-async def main(n: int, rounds: int, work_us: float) -> None:
+async def main(n: int, rounds: int, work_us: float, sampled: float) -> None:
     claims = pd.read_csv(CLAIMS).to_dict("records")
     requests = [request_tensors(claims[i % len(claims)]) for i in range(n)]
     pipelines = load_pipelines(SPEC)
@@ -140,7 +145,9 @@ async def main(n: int, rounds: int, work_us: float) -> None:
     best = {m: (0.0, 0.0) for m in MODES}
     with tempfile.TemporaryDirectory() as tmp:
         observers = {m: collector(m, Path(tmp) / m, exporters[m]) for m in MODES}
-        engines = {m: Engine(pipelines, steps, observers=[o] if o else []) for m, o in observers.items()}
+        chosen = sampler("traceidratio", str(sampled)) if sampled < 1 else parent_or_sampled
+        engines = {m: Engine(pipelines, steps, observers=[o] if o else [], sampler=chosen)
+                   for m, o in observers.items()}
         for mode, engine in engines.items():
             await engine.start()
             await run_round(engine, requests[:1000], observers[mode])  # warm-up
@@ -160,6 +167,8 @@ async def main(n: int, rounds: int, work_us: float) -> None:
                   if isinstance(s, SpanSink))
     print()
     work = f", each step busy {work_us:g} us first" if work_us else " (step code: arithmetic only)"
+    if sampled < 1:
+        work += f", spans for a ratio {sampled:g} of requests"
     print(f"insurance-claims pipeline (5 steps){work}, {n:,} requests per round, "
           f"best of {rounds} rounds")
     print(f"  {'mode':<20}  {'requests/s':>12}  {'per CPU-second':>14}")
@@ -183,5 +192,7 @@ if __name__ == "__main__":
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--step-work-us", type=float, default=0.0,
                         help="CPU time each step spends before its arithmetic, as a model would")
+    parser.add_argument("--sampled", type=float, default=1.0,
+                        help="ratio of requests that get spans (the store records all)")
     args = parser.parse_args()
-    asyncio.run(main(args.requests, args.rounds, args.step_work_us))
+    asyncio.run(main(args.requests, args.rounds, args.step_work_us, args.sampled))
