@@ -30,6 +30,18 @@ def _methods(names: list[str]) -> list[str]:
     return names
 
 
+def _check_tracing_settings() -> None:
+    """A malformed tracing variable (``FLOWCAUSE_TRACE_*``, ``OTEL_TRACES_*``) stops the command
+    with its name before anything runs."""
+    from tracing.config import TracingConfig
+
+    try:
+        TracingConfig.from_env()
+    except ValueError as exc:
+        print(f"flowcause: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
 def _quiet_kafka_client() -> None:
     """aiokafka warns about every leader election while a run's fresh topics settle; only its
     errors matter here."""
@@ -44,6 +56,7 @@ def cmd_run_scenario(args: argparse.Namespace) -> int:
     from scenarios.spec import load_scenario
 
     method = _methods([args.method])[0]
+    _check_tracing_settings()
     _quiet_kafka_client()
     try:
         scenario = load_scenario(args.file).with_counts(args.healthy, args.incident)
@@ -69,6 +82,7 @@ def cmd_suite(args: argparse.Namespace) -> int:
     from scenarios import suite
 
     methods = _methods(args.methods or [DEFAULT_METHOD])
+    _check_tracing_settings()
     _quiet_kafka_client()
     try:
         files = suite.discover(Path(args.dir))

@@ -71,3 +71,18 @@ def test_unknown_method_is_rejected(tmp_path: Path) -> None:
 def test_single_request_methods_are_refused(tmp_path: Path) -> None:
     with pytest.raises(SystemExit, match="cannot compare"):
         flowcause("suite", "--methods", "flowcause", "dowhy-anomaly", "--out", str(tmp_path))
+
+
+@pytest.mark.parametrize(("variable", "value"), [("OTEL_TRACES_SAMPLER", "bogus"),
+                                                 ("FLOWCAUSE_TRACE_MAX_VALUES", "many")])
+def test_a_malformed_tracing_variable_stops_before_the_run(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+        variable: str, value: str) -> None:
+    monkeypatch.setenv(variable, value)
+    for command in ("run-scenario", "suite"):
+        with pytest.raises(SystemExit) as stopped:
+            flowcause(command, str(DEMO if command == "run-scenario" else BUILTIN),
+                      "--out", str(tmp_path / command))
+        assert stopped.value.code == 2
+        assert f"{variable}='{value}'" in capsys.readouterr().err
+        assert not (tmp_path / command).exists()  # nothing ran
