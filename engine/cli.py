@@ -157,7 +157,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--trace-store", metavar="DIR",
                    help="record every step into this trace store (default: $FLOWCAUSE_TRACE_STORE)")
     p.add_argument("--trace-exporter", choices=("none", "console", "otlp"),
-                   help="span exporter (default: $OTEL_TRACES_EXPORTER, else none)")
+                   help="span exporter (default: $OTEL_TRACES_EXPORTER, else none); spans "
+                        "are made for sampled requests ($OTEL_TRACES_SAMPLER, default "
+                        "parentbased_always_on)")
     p.add_argument("--trace-process", action="store_true",
                    help="build spans and write the store in a process of their own "
                         "(default: $FLOWCAUSE_TRACE_PROCESS)")
