@@ -46,9 +46,9 @@ def _ratio(arg: str | None) -> float:
 
 def sampler(name: str, arg: str | None = None) -> Sampler:
     """The sampler ``OTEL_TRACES_SAMPLER=name`` (with ``OTEL_TRACES_SAMPLER_ARG=arg``) means."""
-    name = name.strip().lower()
+    given, name = name, name.strip().lower()
     if name not in SAMPLERS:
-        raise ValueError(f"OTEL_TRACES_SAMPLER={name!r} is not supported "
+        raise ValueError(f"OTEL_TRACES_SAMPLER={given!r} is not supported "
                          f"(one of: {', '.join(SAMPLERS)})")
     if name == "parentbased_always_on":
         return parent_or_sampled

@@ -2,14 +2,14 @@
 
 One span per step execution (status ok, error or timeout; a skipped step did not execute
 and gets none) of a sampled request (the W3C sampled flag its lineage carries, decided once
-per request: :mod:`tracing.sampling`). Its trace id and span id are exactly the ones the engine put into the
-step's output ``traceparent``, its parent is the span of the first record the step
-consumed, and further consumed records (joins) become links. A record the engine made at a
-pipeline's input stage (chained pipelines) or output stage gets a zero-length span of its
-own, parented on the span of the record it was made from, so a chained request stays one
-connected trace. A request's own record carries the client's ``traceparent``: the client
-owns that span (when the request had none, the engine made up a parent id that no span
-has, and the step spans hang off that id as a trace root).
+per request: :mod:`tracing.sampling`). Its trace id and span id are exactly the ones the
+engine put into the step's output ``traceparent``, its parent is the span of the first
+record the step consumed, and further consumed records (joins) become links. A record the
+engine made at a pipeline's input stage (chained pipelines) or output stage gets a
+zero-length span of its own, parented on the span of the record it was made from, so a
+chained request stays one connected trace. A request's own record carries the client's
+``traceparent``: the client owns that span (when the request had none, the engine made up a
+parent id that no span has, and the step spans hang off that id as a trace root).
 
 Spans are created after the fact, a batch of event columns (:mod:`tracing.events`) at a
 time, as SDK ``ReadableSpan`` objects with explicit ids, times and parent: going through
