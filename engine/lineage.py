@@ -23,7 +23,11 @@ import random
 import re
 from collections.abc import Callable, Iterable, Mapping
 
-_TRACEPARENT = re.compile(r"^00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$")
+# W3C Trace Context: version, trace id, parent id, flags; versions after 00 may add fields
+# (OpenTelemetry's pattern, whose ``$`` also takes one final newline)
+_TRACEPARENT = re.compile(
+    r"[ \t]*([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})(?:(-.*)|[ \t]*)$")
+_TRACEPARENT_MAX = 512  # longer values are refused, as OpenTelemetry's propagator does
 _TRACEPARENT_OURS = re.compile(r"00-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}")
 _ZERO_TRACE, _ZERO_SPAN = "0" * 32, "0" * 16
 _ODD = frozenset("13579bdf")  # the second hex digit of the flags, with the sampled bit set
@@ -59,11 +63,16 @@ def record_id_of(request_id: str, pipeline: str, origin: str, generation: int) -
 
 
 def parse_traceparent(value: str) -> tuple[str, str, bool]:
-    """``(trace_id, span_id, sampled)`` of a W3C traceparent; ValueError when malformed."""
-    match = _TRACEPARENT.match(value.strip().lower())
-    if not match or match.group(1) == "0" * 32 or match.group(2) == "0" * 16:
+    """``(trace_id, span_id, sampled)`` of a W3C traceparent; ValueError when malformed.
+
+    Accepts what OpenTelemetry's W3C propagator accepts (version 00 exactly; a later version
+    with fields after the flags, which are ignored; not version ff, nor all-zero ids), and
+    upper-case hex digits too, read as lower case."""
+    match = _TRACEPARENT.match(value.lower()) if len(value) <= _TRACEPARENT_MAX else None
+    if (not match or match.group(1) == "ff" or (match.group(1) == "00" and match.group(5))
+            or match.group(2) == _ZERO_TRACE or match.group(3) == _ZERO_SPAN):
         raise ValueError(f"malformed W3C traceparent: {value!r}")
-    return match.group(1), match.group(2), match.group(3)[1] in _ODD
+    return match.group(2), match.group(3), match.group(4)[1] in _ODD
 
 
 def parent_or_sampled(trace_id: str, parent_sampled: bool | None) -> bool:

@@ -1,6 +1,7 @@
 """Sampling: OTEL_TRACES_SAMPLER decides as the OpenTelemetry SDK does, the decision rides in
 the traceparent's sampled flag through the whole request, spans are made for sampled requests
-only, and the trace store still records every request."""
+only, and the trace store still records every request. And the traceparent a request brings
+is read as OpenTelemetry's W3C propagator reads it."""
 
 from __future__ import annotations
 
@@ -11,13 +12,16 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from opentelemetry import trace
 from opentelemetry.sdk.trace import sampling
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from engine.engine import Engine
-from engine.lineage import Lineage, new_span_id, new_trace_id
+from engine.lineage import Lineage, new_span_id, new_trace_id, parse_traceparent
 from engine.record import Record
 from engine.spec import load_pipelines
 from engine.tensors import Tensor
@@ -141,3 +145,46 @@ def test_spans_for_sampled_requests_and_the_store_for_all(tmp_path: Path, proces
     assert len(status) == 5
     ran = frame.loc[sorted(traced), status]
     assert step_spans == int(ran.isin(["ok", "error"]).to_numpy().sum()) > 2 * len(traced)
+
+
+HEX = "0123456789abcdef"
+
+
+def _hex(n: int) -> st.SearchStrategy[str]:
+    return st.text(HEX, min_size=n, max_size=n)
+
+
+TRACEPARENTS = st.one_of(
+    st.builds(lambda pad, version, trace_id, span_id, flags, extra, end: (
+        f"{pad}{version}-{trace_id}-{span_id}-{flags}{extra}{end}"),
+        st.sampled_from(["", " ", "\t "]),
+        st.one_of(st.sampled_from(["00", "01", "cc", "ff", "0", "0g"]), _hex(2)),
+        st.one_of(_hex(32), st.just("0" * 32), _hex(31)),
+        st.one_of(_hex(16), st.just("0" * 16), _hex(17)),
+        st.one_of(_hex(2), _hex(1), st.just("0x")),
+        st.sampled_from(["", "-", "-abc", "-x y", "x", "-\n"]),
+        st.sampled_from(["", " ", "\t", "\n"])),
+    st.text(HEX + "-0 ", max_size=70),
+)
+
+
+@settings(max_examples=600, deadline=None)
+@given(TRACEPARENTS)
+def test_traceparents_are_read_as_opentelemetrys_propagator_reads_them(value: str) -> None:
+    context = trace.get_current_span(
+        TraceContextTextMapPropagator().extract({"traceparent": value})).get_span_context()
+    try:
+        ours: tuple[str, str, bool] | None = parse_traceparent(value)
+    except ValueError:
+        ours = None
+    if not context.is_valid:
+        assert ours is None
+        return
+    assert ours == (f"{context.trace_id:032x}", f"{context.span_id:016x}",
+                    context.trace_flags.sampled)
+
+
+def test_upper_case_traceparents_are_read_as_lower_case() -> None:
+    assert parse_traceparent(f"00-{'AB' * 16}-{'CD' * 8}-0B") == ("ab" * 16, "cd" * 8, True)
+    with pytest.raises(ValueError, match="malformed"):
+        parse_traceparent("00-" + "a" * 32 + "-" + "b" * 16 + "-01" + " " * 500)
