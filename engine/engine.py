@@ -11,6 +11,7 @@ from typing import Any
 from engine.compile import CompiledPipelines, NodePlan, compile_pipelines
 from engine.embedded import EmbeddedBus
 from engine.lineage import (
+    TRACESTATE_MAX,
     Lineage,
     Sampler,
     new_request_id,
@@ -53,6 +54,8 @@ class InferenceResult:
             out["outputs"] = [t.to_json() for t in self.outputs]
         if self.lineage is not None:
             out["parameters"] = {"traceparent": self.lineage.traceparent}
+            if self.lineage.tracestate:
+                out["parameters"]["tracestate"] = self.lineage.tracestate
         return out
 
 
@@ -250,9 +253,12 @@ class Engine:
         request: Mapping[str, Any] | Iterable[Tensor],
         request_id: str | None = None,
         traceparent: str | None = None,
+        tracestate: str | None = None,
     ) -> Record:
         """Turn OIP JSON (``{"id"?, "inputs": [...], "parameters"?}``) or tensors into the
-        record that enters ``pipeline``."""
+        record that enters ``pipeline``. W3C trace context comes as arguments or as the
+        parameters ``traceparent`` and ``tracestate``; a ``tracestate`` without a
+        ``traceparent``, or longer than 512 characters, is dropped (as W3C asks)."""
         if pipeline not in self.compiled.pipelines:
             raise RequestError(f"unknown pipeline {pipeline!r} "
                                f"(loaded: {', '.join(self.compiled.pipelines)})")
@@ -264,6 +270,7 @@ class Engine:
             request_id = request_id or request.get("id")
             params = request.get("parameters") or {}
             traceparent = traceparent or params.get("traceparent")
+            tracestate = tracestate or params.get("tracestate")
         else:
             tensors = tuple(request)
         parent_sampled: bool | None = None
@@ -276,8 +283,13 @@ class Engine:
             trace_id, parent_span = new_trace_id(), new_span_id()
             # a generated request id is also the trace id: one id to look up in a tracer
             request_id = request_id or trace_id
+            tracestate = None  # another tracer's state, without that tracer's traceparent
+        if (not isinstance(tracestate, str) or not tracestate.strip()
+                or len(tracestate) > TRACESTATE_MAX):
+            tracestate = None
         lineage = Lineage(str(request_id or new_request_id()), trace_id, parent_span, pipeline,
-                          "inputs", sampled=self.sampler(trace_id, parent_sampled))
+                          "inputs", sampled=self.sampler(trace_id, parent_sampled),
+                          tracestate=tracestate)
         return Record(lineage, tensors)
 
     def submit(self, record: Record) -> None:
@@ -292,13 +304,14 @@ class Engine:
         result_of: str | None = None,
         request_id: str | None = None,
         traceparent: str | None = None,
+        tracestate: str | None = None,
         timeout: float | None = 120.0,
     ) -> InferenceResult:
         """Send one request and wait for the output of ``result_of`` (default: ``pipeline``),
         or for the first error record of the request."""
         if not self._started:
             await self.start()
-        record = self.make_request(pipeline, request, request_id, traceparent)
+        record = self.make_request(pipeline, request, request_id, traceparent, tracestate)
         future = self.expect(record.lineage.request_id, result_of or pipeline)
         self.submit(record)
         return await asyncio.wait_for(future, timeout)

@@ -7,7 +7,8 @@ In memory a :class:`Lineage` is a small slotted object (the embedded bus passes 
 The W3C ``traceparent``'s *sampled* flag travels with the lineage (:attr:`Lineage.sampled`):
 a request's own lineage takes it from the client's traceparent, or from the engine's root
 sampler when there is none, and every record made from it keeps it, so that one decision
-holds for the whole request across steps, joins, chained pipelines and processes.
+holds for the whole request across steps, joins, chained pipelines and processes. The
+client's W3C ``tracestate`` (vendors' entries) travels the same way, unchanged.
 
 Record ids are deterministic: ``<request id>/<pipeline>/<origin>/<generation>``, where the
 origin is ``<step>.inputs``, ``<step>.outputs``, ``inputs``, ``outputs`` or ``errors``.
@@ -43,6 +44,8 @@ H_ORIGIN = "flowcause-origin"
 H_GENERATION = "flowcause-generation"
 H_PARENTS = "flowcause-parents"
 H_VISITS = "flowcause-visits"
+H_TRACESTATE = "tracestate"
+TRACESTATE_MAX = 512  # W3C: vendors' entries beyond this may be dropped; we drop a longer one
 
 
 def new_request_id() -> str:
@@ -98,6 +101,7 @@ class Lineage:
         "parents",
         "visits",
         "sampled",
+        "tracestate",
     )
 
     def __init__(
@@ -111,6 +115,7 @@ class Lineage:
         parents: tuple[str, ...] = (),
         visits: Mapping[str, int] | None = None,
         sampled: bool = True,
+        tracestate: str | None = None,
     ) -> None:
         self.request_id = request_id
         self.trace_id = trace_id
@@ -121,6 +126,7 @@ class Lineage:
         self.parents = parents
         self.visits = visits
         self.sampled = sampled  # the W3C traceparent's sampled flag
+        self.tracestate = tracestate  # the client's W3C tracestate, passed on as it came
 
     @property
     def record_id(self) -> str:
@@ -147,7 +153,7 @@ class Lineage:
     ) -> Lineage:
         return Lineage(
             self.request_id, self.trace_id, span_id, pipeline, origin, generation, parents, visits,
-            self.sampled,
+            self.sampled, self.tracestate,
         )
 
     def to_headers(self) -> list[tuple[str, bytes]]:
@@ -164,6 +170,8 @@ class Lineage:
         ]
         if self.visits:
             headers.append((H_VISITS, json.dumps(dict(self.visits)).encode()))
+        if self.tracestate:
+            headers.append((H_TRACESTATE, self.tracestate.encode()))
         return headers
 
     @classmethod
@@ -179,12 +187,13 @@ class Lineage:
                 sampled = traceparent[54] in _ODD
             parents = h.get(H_PARENTS, b"[]")
             visits = h.get(H_VISITS)
+            tracestate = h.get(H_TRACESTATE)
             generation = h.get(H_GENERATION, b"0")
             return cls(  # positional: several times cheaper than keywords, and this is hot
                 h[H_REQUEST_ID].decode(), trace_id, span_id, h[H_PIPELINE].decode(),
                 h[H_ORIGIN].decode(), 0 if generation == b"0" else int(generation),
                 _parse_parents(parents), json.loads(visits) if visits is not None else None,
-                sampled,
+                sampled, tracestate.decode() if tracestate is not None else None,
             )
         except (KeyError, ValueError) as exc:  # UnicodeDecodeError and JSONDecodeError included
             raise ValueError(f"record headers lack valid lineage: {exc}") from None

@@ -261,7 +261,7 @@ class StepProcessor(NodeProcessor):
                 return
             self.publish(self.out_topic, Record(Lineage(
                 lin.request_id, lin.trace_id, span_id, self.pipeline, self.origin, key[1], parents,
-                None, lin.sampled), outputs))
+                None, lin.sampled, lin.tracestate), outputs))
             return
         plan = self.plan
         parents = tuple([r.lineage.record_id for r in records])
@@ -312,7 +312,7 @@ class StepProcessor(NodeProcessor):
     def lineage(self, run: Run, origin: str, visits: dict[str, int] | None) -> Lineage:
         lin = run.example.lineage
         return Lineage(lin.request_id, lin.trace_id, run.span_id, self.plan.pipeline, origin,
-                       run.key[1], run.parents, visits, lin.sampled)
+                       run.key[1], run.parents, visits, lin.sampled, lin.tracestate)
 
     def output_lineage(self, run: Run) -> Lineage:
         visits = run.visits

@@ -44,7 +44,7 @@ def events() -> list[Item]:
     text = Tensor("report", "BYTES", np.array([b"YES", b"NO"], dtype=object))
     flag = Tensor("ok", "BOOL", np.array([True]))
     lin = Lineage("r1", "a" * 32, "b" * 16, "p", "s.outputs", 2, ("r1/p/inputs/0",),
-                  {"s": 2})
+                  {"s": 2}, tracestate="v=1")
     return [
         StepEvent("p", "s", "ok", lin, ("c" * 16, "d" * 16), (shared, text), (shared, flag),
                   1, 2, 3, 4, None),
@@ -65,6 +65,7 @@ def test_event_columns_cross_to_another_process_whole() -> None:
     assert batch.steps["step"] == [e.step for e in steps] and len(batch) == len(original)
     assert batch.steps["record_id"] == [e.lineage.record_id for e in steps]
     assert batch.steps["sampled"] == [True, True, False]
+    assert batch.ports["tracestate"] == ["v=1", "v=1"]
     assert batch.ports["time_ns"] == [11, 12]
     assert batch.ports["tensors"][0] is original[3].record.tensors  # type: ignore[union-attr]
     again = from_wire(pickle.loads(pickle.dumps(to_wire(batch))))

@@ -79,12 +79,15 @@ def test_malformed_settings_are_refused_by_name(monkeypatch: pytest.MonkeyPatch)
     assert (config.sampler, config.sampler_arg) == ("traceidratio", "0.5")
 
 
-def test_the_sampled_flag_crosses_kafka_headers() -> None:
+def test_the_sampled_flag_and_tracestate_cross_kafka_headers() -> None:
     data = (Tensor.from_array("t", np.arange(3.0)),)
-    for sampled in (True, False):
-        lin = Lineage("rid", "a" * 32, "b" * 16, "p", "s.outputs", sampled=sampled)
+    for sampled, state in ((True, "v=1,w=2"), (False, None)):
+        lin = Lineage("rid", "a" * 32, "b" * 16, "p", "s.outputs", sampled=sampled,
+                      tracestate=state)
+        headers = Record(lin, data).encode()[1]
+        assert ("tracestate" in dict(headers)) is (state is not None)
         back = Record.decode(*Record(lin, data).encode()).lineage
-        assert back.sampled is sampled
+        assert back.sampled is sampled and back.tracestate == state
         assert back.traceparent == f"00-{'a' * 32}-{'b' * 16}-{'01' if sampled else '00'}"
     # flags other tracers set: only the lowest bit is the sampled flag; upper case is read too
     for flags, sampled in (("03", True), ("02", False), ("FF", True), ("00", False)):
@@ -188,3 +191,23 @@ def test_upper_case_traceparents_are_read_as_lower_case() -> None:
     assert parse_traceparent(f"00-{'AB' * 16}-{'CD' * 8}-0B") == ("ab" * 16, "cd" * 8, True)
     with pytest.raises(ValueError, match="malformed"):
         parse_traceparent("00-" + "a" * 32 + "-" + "b" * 16 + "-01" + " " * 500)
+
+
+def test_a_tracestate_needs_its_traceparent_and_comes_back_in_the_answer() -> None:
+    async def main() -> None:
+        async with Engine(load_pipelines(SPEC), STEPS) as engine:
+            claim = request_tensors(pd.read_csv(CLAIMS).iloc[0].to_dict())
+            parent = f"00-{new_trace_id()}-{new_span_id()}-01"
+            cases = [(parent, "v=1", "v=1"), (None, "v=1", None), (parent, "x" * 513, None),
+                     (parent, " ", None), (parent, None, None)]
+            for traceparent, state, kept in cases:
+                result = await engine.infer("insurance_claims", claim, traceparent=traceparent,
+                                            tracestate=state)
+                assert result.lineage is not None and result.lineage.tracestate == kept
+                assert result.to_json()["parameters"].get("tracestate") == kept
+            as_json = await engine.infer("insurance_claims", {
+                "inputs": [t.to_json() for t in claim],
+                "parameters": {"traceparent": parent, "tracestate": "v=2"}})
+            assert as_json.to_json()["parameters"]["tracestate"] == "v=2"
+
+    asyncio.run(main())

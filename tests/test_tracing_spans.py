@@ -124,7 +124,8 @@ def test_a_chained_request_is_one_connected_trace() -> None:
         done = engine.expect("r1", "second")
         record = engine.make_request("first", {"inputs": [
             {"name": "x", "datatype": "FP32", "shape": [2], "data": [1, 2]}]},
-            request_id="r1", traceparent=f"00-{trace_id}-{root}-01")
+            request_id="r1", traceparent=f"00-{trace_id}-{root}-01",
+            tracestate="vendor=abc, other=1")
         engine.submit(record)
         await asyncio.wait_for(done, 10)  # the failing step's error may come first
 
@@ -132,6 +133,11 @@ def test_a_chained_request_is_one_connected_trace() -> None:
     assert {s.name for s in spans} == {"double", "fail", "first.outputs", "second.inputs",
                                        "second.outputs"}
     assert {s.context.trace_id for s in spans} == {int(trace_id, 16)}
+    # the client's tracestate, carried across both pipelines, is every span's and parent's
+    state = [("vendor", "abc"), ("other", "1")]
+    for span in spans:
+        assert list(span.context.trace_state.items()) == state
+        assert list(span.parent.trace_state.items()) == state
     ids = {s.context.span_id: s for s in spans}
     for span in spans:  # every span's parent is a span of the trace, or the client's
         assert span.parent.span_id in ids or span.parent.span_id == int(root, 16)

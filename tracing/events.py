@@ -35,7 +35,7 @@ from engine.tensors import Tensor
 
 # lineage attributes both tables carry, each as a column of the same name
 LINEAGE_COLUMNS = ("request_id", "trace_id", "span_id", "record_id", "generation", "parents",
-                   "sampled")
+                   "sampled", "tracestate")
 # column -> attribute path on a StepEvent
 STEP_COLUMNS: dict[str, str] = {
     "pipeline": "pipeline", "step": "step", "status": "status",
@@ -112,10 +112,10 @@ class EventBatch:
 # A row on the wire: the columns in order, lineage pipeline and origin in place of the
 # record id (the receiving side builds it: record_id_of).
 _STEP_ROW = ("pipeline", "step", "status", "request_id", "trace_id", "span_id", "lineage_pipeline",
-             "origin", "generation", "parents", "sampled", "parent_span_ids", "inputs", "outputs",
-             "received_ns", "started_ns", "finished_ns", "batch_size", "error")
+             "origin", "generation", "parents", "sampled", "tracestate", "parent_span_ids", "inputs",
+             "outputs", "received_ns", "started_ns", "finished_ns", "batch_size", "error")
 _PORT_ROW = ("pipeline", "port", "time_ns", "request_id", "trace_id", "span_id", "lineage_pipeline",
-             "origin", "generation", "parents", "sampled", "tensors")
+             "origin", "generation", "parents", "sampled", "tracestate", "tensors")
 _MARSHAL, _PICKLE = b"M", b"P"
 _OBJECT = np.dtype(object).str  # such arrays go as their flat values, others as bytes
 _TEXT = {bytes, str}
@@ -161,14 +161,14 @@ def to_wire(batch: EventBatch) -> bytes:
             lin = e.lineage
             step_rows.append((e.pipeline, e.step, e.status, lin.request_id, lin.trace_id,
                               lin.span_id, lin.pipeline, lin.origin, lin.generation, lin.parents,
-                              lin.sampled, e.parent_span_ids, refs[0], refs[1], e.received_ns,
-                              e.started_ns, e.finished_ns, e.batch_size, e.error))
+                              lin.sampled, lin.tracestate, e.parent_span_ids, refs[0], refs[1],
+                              e.received_ns, e.started_ns, e.finished_ns, e.batch_size, e.error))
         else:
             p: PortEvent = event  # type: ignore[assignment]
             lin = p.record.lineage
             port_rows.append((p.pipeline, p.port, p.time_ns, lin.request_id, lin.trace_id,
                               lin.span_id, lin.pipeline, lin.origin, lin.generation, lin.parents,
-                              lin.sampled, refs[0]))
+                              lin.sampled, lin.tracestate, refs[0]))
     payload = (step_rows, port_rows, described)
     if exact:
         with contextlib.suppress(ValueError):  # e.g. a str subclass as an id

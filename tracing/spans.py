@@ -34,7 +34,15 @@ from opentelemetry.sdk.resources import SERVICE_NAME, Resource
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
-from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode, TraceFlags
+from opentelemetry.trace import (
+    Link,
+    SpanContext,
+    SpanKind,
+    Status,
+    StatusCode,
+    TraceFlags,
+    TraceState,
+)
 from opentelemetry.util.types import AttributeValue
 
 from engine.tensors import Tensor
@@ -45,12 +53,13 @@ SAMPLED = TraceFlags(TraceFlags.SAMPLED)
 UNSET = Status(StatusCode.UNSET)
 SCOPE = InstrumentationScope("flowcause.tracing")
 REMEMBERED_RECORDS = 200_000  # record id -> span id, to parent pipeline-stage spans
+REMEMBERED_STATES = 1024  # distinct tracestate values parsed and kept
 # the event columns a span is made of, in the order of _step_span's / _port_span's arguments
 STEP_SPAN = ("pipeline", "step", "status", "request_id", "trace_id", "span_id", "record_id",
-             "generation", "parent_span_ids", "inputs", "outputs", "received_ns", "started_ns",
-             "finished_ns", "batch_size", "error")
+             "generation", "tracestate", "parent_span_ids", "inputs", "outputs", "received_ns",
+             "started_ns", "finished_ns", "batch_size", "error")
 PORT_SPAN = ("pipeline", "port", "time_ns", "request_id", "trace_id", "span_id", "record_id",
-             "generation", "parents", "tensors")
+             "generation", "tracestate", "parents", "tensors")
 
 
 def default_resource() -> Resource:
@@ -94,6 +103,7 @@ class SpanSink:
         self.max_batches = max_batches
         self.dropped = 0
         self._span_of_record: OrderedDict[str, int] = OrderedDict()
+        self._trace_states: dict[str, TraceState] = {}
         self._batches: deque[list[ReadableSpan]] = deque()
         self._ready = threading.Condition()
         self._exporting = False
@@ -148,12 +158,15 @@ class SpanSink:
 
     def _step_span(self, pipeline: str, step: str, status: str, request_id: str,
                    trace_hex: str, span_hex: str, record_id: str, generation: int,
-                   parent_span_ids: tuple[str, ...], inputs: tuple[Tensor, ...],
+                   tracestate: str | None, parent_span_ids: tuple[str, ...],
+                   inputs: tuple[Tensor, ...],
                    outputs: tuple[Tensor, ...], received_ns: int, started_ns: int,
                    finished_ns: int, batch_size: int, error: str | None) -> ReadableSpan:
         trace_id, span_id = int(trace_hex, 16), int(span_hex, 16)
         self._span_of_record[record_id] = span_id
-        parents = [SpanContext(trace_id, int(p, 16), True, SAMPLED) for p in parent_span_ids]
+        state = self._trace_state(tracestate)
+        parents = [SpanContext(trace_id, int(p, 16), True, SAMPLED, state)
+                   for p in parent_span_ids]
         attributes: dict[str, AttributeValue] = {
             "flowcause.pipeline": pipeline,
             "flowcause.step": step,
@@ -174,7 +187,7 @@ class SpanSink:
             attributes["flowcause.join_wait_ms"] = (started_ns - received_ns) / 1e6
         return ReadableSpan(
             name=step,
-            context=SpanContext(trace_id, span_id, False, SAMPLED),
+            context=SpanContext(trace_id, span_id, False, SAMPLED, state),
             parent=parents[0] if parents else None,
             resource=self.resource,
             attributes=attributes,
@@ -188,17 +201,18 @@ class SpanSink:
 
     def _port_span(self, pipeline: str, port: str, time_ns: int, request_id: str,
                    trace_hex: str, span_hex: str, record_id: str, generation: int,
-                   parents_ids: tuple[str, ...], tensors: tuple[Tensor, ...]
-                   ) -> ReadableSpan | None:
+                   tracestate: str | None, parents_ids: tuple[str, ...],
+                   tensors: tuple[Tensor, ...]) -> ReadableSpan | None:
         trace_id, span_id = int(trace_hex, 16), int(span_hex, 16)
         self._span_of_record[record_id] = span_id
         if not parents_ids:
             return None  # the request's own record: its span is the client's
         known = [self._span_of_record.get(p) for p in parents_ids]
-        parents = [SpanContext(trace_id, s, True, SAMPLED) for s in known if s is not None]
+        state = self._trace_state(tracestate)
+        parents = [SpanContext(trace_id, s, True, SAMPLED, state) for s in known if s is not None]
         return ReadableSpan(
             name=f"{pipeline}.{port}",
-            context=SpanContext(trace_id, span_id, False, SAMPLED),
+            context=SpanContext(trace_id, span_id, False, SAMPLED, state),
             parent=parents[0] if parents else None,
             resource=self.resource,
             attributes={
@@ -215,6 +229,17 @@ class SpanSink:
             end_time=time_ns,
             instrumentation_scope=SCOPE,
         )
+
+    def _trace_state(self, header: str | None) -> TraceState | None:
+        """The client's ``tracestate`` as the SDK's object (parsed once per distinct value)."""
+        if header is None:
+            return None
+        state = self._trace_states.get(header)
+        if state is None:
+            if len(self._trace_states) >= REMEMBERED_STATES:
+                self._trace_states.clear()
+            state = self._trace_states[header] = TraceState.from_header([header])
+        return state
 
     def flush(self) -> None:
         """Nothing to do: batches are exported as they come, and the collector's periodic
