@@ -258,7 +258,8 @@ class Engine:
         """Turn OIP JSON (``{"id"?, "inputs": [...], "parameters"?}``) or tensors into the
         record that enters ``pipeline``. W3C trace context comes as arguments or as the
         parameters ``traceparent`` and ``tracestate``; a ``tracestate`` without a
-        ``traceparent``, or longer than 512 characters, is dropped (as W3C asks)."""
+        ``traceparent`` is dropped (W3C), as is one longer than 512 characters (as
+        OpenTelemetry's propagator does)."""
         if pipeline not in self.compiled.pipelines:
             raise RequestError(f"unknown pipeline {pipeline!r} "
                                f"(loaded: {', '.join(self.compiled.pipelines)})")
