@@ -1,7 +1,7 @@
 """One request (explain_request): a slow step is named however few latency buckets the
 reference shows (causal.slowness), but not for a slowness a pause of the machine could
-cause; a step that failed on the request, or dropped an output, is named when it hardly
-ever does; a node with rare normal outliers does not hide a fault elsewhere
+cause; a step that failed on the request, dropped an output or put NaN into one, is named
+when it hardly ever does; a node with rare normal outliers does not hide a fault elsewhere
 (causal.calibration); a router that breaks its rule is named (causal.mechanisms)."""
 
 from __future__ import annotations
@@ -126,6 +126,26 @@ def test_a_step_that_ran_fine_but_dropped_its_output_is_named() -> None:
     sparse = reference.copy()
     sparse.loc[sparse.index[:60], "embed.outputs.y"] = np.nan
     assert causal.explain_request(SPEC, sparse, request.iloc[0]).no_fault
+
+
+def test_a_step_that_put_nan_into_an_output_is_named() -> None:
+    """A vector output's NaN elements leave its other statistics (over the rest) ordinary;
+    its NaN count, 0 throughout the reference, is merely an unseen level to a mechanism."""
+    rng = np.random.default_rng(8)
+    reference = with_status(window(rng, n=600))
+    for stat in ("mean", "nan_count"):
+        reference[f"embed.outputs.v.{stat}"] = reference["embed.outputs.y"] if stat == "mean" else 0
+    request = reference.median(numeric_only=True).to_frame().T
+    request["embed.status"] = "ok"
+    assert causal.explain_request(SPEC, reference, request.iloc[0]).no_fault
+    request["embed.outputs.v.nan_count"] = 3.0
+    ranking = causal.explain_request(SPEC, reference, request.iloc[0])
+    assert not ranking.no_fault and ranking.top.node == "embed.outputs.v.nan_count", ranking.table(4)
+    assert ranking.top.evidence["nan"] is True
+    # where NaNs are common in the reference too, a few more are no finding
+    common = reference.copy()
+    common.loc[common.index[:60], "embed.outputs.v.nan_count"] = 2
+    assert causal.explain_request(SPEC, common, request.iloc[0]).no_fault
 
 
 def test_a_slow_step_is_named_beside_the_references_own_slow_requests() -> None:

@@ -191,6 +191,7 @@ class FlowCause(Method):
 
 
 FAILED = ("error", "timeout")
+NAN_COUNT = ".nan_count"  # a vector tensor's count of NaN elements in the trace store's frame
 
 
 def observed_breaks(graph: CausalGraph, reference: pd.DataFrame, request: pd.DataFrame,
@@ -198,11 +199,13 @@ def observed_breaks(graph: CausalGraph, reference: pd.DataFrame, request: pd.Dat
     """Where the request shows a step break as observed, not inferred, while the reference
     shows it in fewer than a share ``alpha`` of its requests: a step that *failed* (status
     error or timeout; of the reference requests that ran it) or that ran fine but *dropped*
-    an output (of the reference requests where it ran fine). ``{node: "failed" |
-    "dropped"}``, the node being the status or the missing output. Such breaks are findings
-    whatever their surprise: to a mechanism, a state the reference never showed is merely
-    unseen, its surprise bounded by the reference's size, which can stay below a threshold
-    that continuous nodes set."""
+    an output or put *NaN* into one (a tensor summary's ``nan_count`` above 0; both of the
+    reference requests where it ran fine). ``{node: "failed" | "dropped" | "nan"}``, the
+    node being the status or the output's column. Such breaks are findings whatever their
+    surprise: to a mechanism, a state the reference never showed is merely unseen, its
+    surprise bounded by the reference's size, which can stay below a threshold that
+    continuous nodes set. (NaN elements leave a vector's other statistics, taken over the
+    rest, looking ordinary.)"""
     status: dict[str, str] = {}  # step -> its status node
     outputs: defaultdict[str, list[str]] = defaultdict(list)  # step -> its tensor outputs
     for n in graph.nodes:
@@ -223,9 +226,13 @@ def observed_breaks(graph: CausalGraph, reference: pd.DataFrame, request: pd.Dat
             if not fine.any():
                 continue
             for output in outputs[step]:
-                if (pd.isna(request[output].iloc[0])
-                        and float(reference[output][fine].isna().mean()) < alpha):
-                    out[output] = "dropped"
+                value, usual = request[output].iloc[0], reference[output][fine]
+                if pd.isna(value):
+                    if float(usual.isna().mean()) < alpha:
+                        out[output] = "dropped"
+                elif (output.endswith(NAN_COUNT) and value > 0
+                      and float((usual > 0).mean()) < alpha):
+                    out[output] = "nan"
     return out
 
 
