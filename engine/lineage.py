@@ -160,8 +160,7 @@ class Lineage:
         parents = self.parents
         headers = [
             (H_REQUEST_ID, self.request_id.encode()),
-            (H_TRACEPARENT, f"00-{self.trace_id}-{self.span_id}-{'01' if self.sampled else '00'}"
-             .encode()),
+            (H_TRACEPARENT, self.traceparent.encode()),
             (H_PIPELINE, self.pipeline.encode()),
             (H_ORIGIN, self.origin.encode()),
             (H_GENERATION, b"0" if not self.generation else str(self.generation).encode()),
