@@ -18,6 +18,17 @@ built for live spans (context, sampler, id generator, locking). They are built w
 collector hands the batch over (the event loop, or a tracing process:
 :mod:`tracing.offload`): measured with ``make bench-tracing``, building them on a thread of
 their own cost about a third more CPU per request, the two threads contending for the GIL.
+Building them is most of what a tracing process does per request, so the per-span work is
+kept small (insurance-claims wire batches, SpanSink.consume: 31 -> 20 us of CPU per request,
+234k -> 136k instructions under callgrind): one loop per table and no Python call per span
+but the SDK constructors; ``ReadableSpan`` called positionally (matching its 13 keywords cost
+16k instructions per request); contexts made as the very tuples ``SpanContext.__new__``
+returns, validity computed here (its Python-level ``__new__`` cost 24k); each span's
+attributes copied from a template per step or port and tensors' names and shapes, then the
+request's own values set (building each dict afresh, with the names and shape texts, cost
+17k); a request's trace id parsed once. Both constructor shortcuts are checked against
+the SDK at import, falling back to plain calls if another SDK version differs.
+
 Each batch's spans go to the exporter as one export call, on an export thread of the sink's
 own (exporters wait on I/O, which releases the GIL), so a slow or absent collector never
 holds up recording; when ``max_batches`` batches wait for it, new ones are dropped (counted
@@ -26,9 +37,14 @@ in :attr:`SpanSink.dropped`).
 
 from __future__ import annotations
 
+import contextlib
+import inspect
 import logging
 import threading
 from collections import OrderedDict, deque
+from collections.abc import Callable
+from operator import attrgetter
+from typing import Any
 
 from opentelemetry.sdk.resources import SERVICE_NAME, Resource
 from opentelemetry.sdk.trace import ReadableSpan
@@ -43,23 +59,60 @@ from opentelemetry.trace import (
     TraceFlags,
     TraceState,
 )
+from opentelemetry.trace.span import DEFAULT_TRACE_STATE
 from opentelemetry.util.types import AttributeValue
 
-from engine.tensors import Tensor
-from tracing.events import EventBatch
+from tracing.events import Columns, EventBatch
 
 log = logging.getLogger(__name__)
 SAMPLED = TraceFlags(TraceFlags.SAMPLED)
 UNSET = Status(StatusCode.UNSET)
+INTERNAL = SpanKind.INTERNAL
 SCOPE = InstrumentationScope("flowcause.tracing")
 REMEMBERED_RECORDS = 200_000  # record id -> span id, to parent pipeline-stage spans
 REMEMBERED_STATES = 1024  # distinct tracestate values parsed and kept
-# the event columns a span is made of, in the order of _step_span's / _port_span's arguments
+REMEMBERED_TEMPLATES = 4096  # attributes templates kept, per (step or port, tensor names and shapes)
+TRACE_ID_MAX, SPAN_ID_MAX = 2**128 - 1, 2**64 - 1  # a SpanContext is valid with ids in 1..max
+# the event columns a span is made of, in the order _step_spans / _port_spans unpack them
 STEP_SPAN = ("pipeline", "step", "status", "request_id", "trace_id", "span_id", "record_id",
              "generation", "tracestate", "parent_span_ids", "inputs", "outputs", "received_ns",
-             "started_ns", "finished_ns", "batch_size", "error")
+             "started_ns", "finished_ns", "batch_size", "error", "sampled")
 PORT_SPAN = ("pipeline", "port", "time_ns", "request_id", "trace_id", "span_id", "record_id",
-             "generation", "tracestate", "parents", "tensors")
+             "generation", "tracestate", "parents", "tensors", "sampled")
+# ReadableSpan's parameters, in the order spans are made with (positionally: see the docstring)
+SPAN_FIELDS = ("name", "context", "parent", "resource", "attributes", "events", "links", "kind",
+               "instrumentation_info", "status", "start_time", "end_time", "instrumentation_scope")
+_TENSOR_KEY = attrgetter("name", "data.shape")
+TensorKey = tuple[tuple[str, tuple[int, ...]], ...]  # (name, shape) of each of some tensors
+# what a span's attributes depend on, but for the request's own values (see _step_template)
+StepKey = tuple[TensorKey, int, str, str, str, bool, bool]
+PortKey = tuple[TensorKey, str, str]
+
+
+def _context_maker() -> Callable[[type[SpanContext], tuple[Any, ...]], SpanContext]:
+    """What spans' contexts are made with, as ``make(SpanContext, (trace_id, span_id,
+    is_remote, trace_flags, trace_state, is_valid))``: ``tuple.__new__`` if that makes what
+    ``SpanContext(...)`` does (the tuple of these six, trace state never None), else (some
+    other SDK version) ``SpanContext(...)`` itself with the first five."""
+    fields = (1, 2, True, SAMPLED, DEFAULT_TRACE_STATE)
+    made = SpanContext(*fields)
+    fast: Any = tuple.__new__
+    with contextlib.suppress(TypeError):  # TypeError: SpanContext is no tuple any more
+        if type(made) is SpanContext and made == fast(SpanContext, (*fields, True)):
+            return fast  # type: ignore[no-any-return]
+    return lambda _cls, six: SpanContext(*six[:5])
+
+
+def _span_maker() -> Callable[..., ReadableSpan]:
+    """What spans are made with, positionally in the order of ``SPAN_FIELDS``: ``ReadableSpan``
+    if that is the order of its parameters, else a call of it by keyword."""
+    if tuple(inspect.signature(ReadableSpan).parameters) == SPAN_FIELDS:
+        return ReadableSpan
+    return lambda *args: ReadableSpan(**dict(zip(SPAN_FIELDS, args, strict=True)))
+
+
+_context = _context_maker()
+_span = _span_maker()
 
 
 def default_resource() -> Resource:
@@ -71,22 +124,48 @@ def default_resource() -> Resource:
     return resource
 
 
-def _names(tensors: tuple[Tensor, ...]) -> tuple[str, ...]:
-    return tuple([t.name for t in tensors])
+def _names_shapes(tensors: TensorKey) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The names of some tensors, and their shapes as text (attribute values)."""
+    return tuple([name for name, _ in tensors]), tuple([str(list(shape)) for _, shape in tensors])
 
 
-_SHAPE_TEXT: dict[tuple[int, ...], str] = {}
+def _step_template(tensors: TensorKey, inputs: int, pipeline: str, step: str, status: str,
+                   ok: bool, join_wait: bool) -> dict[str, AttributeValue]:
+    """A step span's attributes, the request's own values left None: its id, generation,
+    batch size, the error (unless ``ok``) and the join wait (if ``join_wait``)."""
+    input_names, input_shapes = _names_shapes(tensors[:inputs])
+    output_names, output_shapes = _names_shapes(tensors[inputs:])
+    attributes: dict[str, AttributeValue | None] = {
+        "flowcause.pipeline": pipeline,
+        "flowcause.step": step,
+        "flowcause.request_id": None,
+        "flowcause.generation": None,
+        "flowcause.status": status,
+        "flowcause.batch_size": None,
+        "flowcause.inputs": input_names,
+        "flowcause.input_shapes": input_shapes,
+        "flowcause.outputs": output_names,
+        "flowcause.output_shapes": output_shapes,
+    }
+    if not ok:
+        attributes["flowcause.error"] = None
+    if join_wait:
+        attributes["flowcause.join_wait_ms"] = None
+    return attributes  # type: ignore[return-value]
 
 
-def _shapes(tensors: tuple[Tensor, ...]) -> tuple[str, ...]:
-    out = []
-    for t in tensors:
-        shape = t.data.shape
-        text = _SHAPE_TEXT.get(shape)
-        if text is None:
-            text = _SHAPE_TEXT[shape] = str(list(shape))
-        out.append(text)
-    return tuple(out)
+def _port_template(tensors: TensorKey, pipeline: str, port: str) -> dict[str, AttributeValue]:
+    """A pipeline-stage span's attributes, the request's id and generation left None."""
+    names, shapes = _names_shapes(tensors)
+    attributes: dict[str, AttributeValue | None] = {
+        "flowcause.pipeline": pipeline,
+        "flowcause.port": port,
+        "flowcause.request_id": None,
+        "flowcause.generation": None,
+        "flowcause.tensors": names,
+        "flowcause.shapes": shapes,
+    }
+    return attributes  # type: ignore[return-value]
 
 
 class SpanSink:
@@ -104,6 +183,9 @@ class SpanSink:
         self.dropped = 0
         self._span_of_record: OrderedDict[str, int] = OrderedDict()
         self._trace_states: dict[str, TraceState] = {}
+        # attributes of spans but for the request's values, by what they depend on
+        self._step_templates: dict[StepKey, dict[str, AttributeValue]] = {}
+        self._port_templates: dict[PortKey, dict[str, AttributeValue]] = {}
         self._batches: deque[list[ReadableSpan]] = deque()
         self._ready = threading.Condition()
         self._exporting = False
@@ -113,17 +195,9 @@ class SpanSink:
         self._thread.start()
 
     def consume(self, batch: EventBatch) -> None:
-        steps, ports = batch.steps, batch.ports
-        # a step that did not execute has no span, nor has a request that is not sampled
-        spans = [self._step_span(*row) for row, sampled
-                 in zip(zip(*(steps[c] for c in STEP_SPAN), strict=True), steps["sampled"],
-                        strict=True)
-                 if sampled and row[2] != "skipped"]
-        for row, sampled in zip(zip(*(ports[c] for c in PORT_SPAN), strict=True),
-                                ports["sampled"], strict=True):
-            span = self._port_span(*row) if sampled else None
-            if span is not None:
-                spans.append(span)
+        spans: list[ReadableSpan] = []
+        self._step_spans(batch.steps, spans)
+        self._port_spans(batch.ports, spans)
         while len(self._span_of_record) > REMEMBERED_RECORDS:
             self._span_of_record.popitem(last=False)
         with self._ready:
@@ -156,84 +230,114 @@ class SpanSink:
             while self._batches or self._exporting:
                 self._ready.wait()
 
-    def _step_span(self, pipeline: str, step: str, status: str, request_id: str,
-                   trace_hex: str, span_hex: str, record_id: str, generation: int,
-                   tracestate: str | None, parent_span_ids: tuple[str, ...],
-                   inputs: tuple[Tensor, ...],
-                   outputs: tuple[Tensor, ...], received_ns: int, started_ns: int,
-                   finished_ns: int, batch_size: int, error: str | None) -> ReadableSpan:
-        trace_id, span_id = int(trace_hex, 16), int(span_hex, 16)
-        self._span_of_record[record_id] = span_id
-        state = self._trace_state(tracestate)
-        parents = [SpanContext(trace_id, int(p, 16), True, SAMPLED, state)
-                   for p in parent_span_ids]
-        attributes: dict[str, AttributeValue] = {
-            "flowcause.pipeline": pipeline,
-            "flowcause.step": step,
-            "flowcause.request_id": request_id,
-            "flowcause.generation": generation,
-            "flowcause.status": status,
-            "flowcause.batch_size": batch_size,
-            "flowcause.inputs": _names(inputs),
-            "flowcause.input_shapes": _shapes(inputs),
-            "flowcause.outputs": _names(outputs),
-            "flowcause.output_shapes": _shapes(outputs),
-        }
-        span_status = UNSET
-        if error is not None:
-            attributes["flowcause.error"] = error
-            span_status = Status(StatusCode.ERROR, error)
-        if received_ns and started_ns:
-            attributes["flowcause.join_wait_ms"] = (started_ns - received_ns) / 1e6
-        return ReadableSpan(
-            name=step,
-            context=SpanContext(trace_id, span_id, False, SAMPLED, state),
-            parent=parents[0] if parents else None,
-            resource=self.resource,
-            attributes=attributes,
-            links=[Link(p) for p in parents[1:]],
-            kind=SpanKind.INTERNAL,
-            status=span_status,
-            start_time=started_ns or received_ns or finished_ns,
-            end_time=finished_ns,
-            instrumentation_scope=SCOPE,
-        )
+    def _step_spans(self, steps: Columns, spans: list[ReadableSpan]) -> None:
+        """The span of each step execution of a sampled request, appended to ``spans``."""
+        span_of_record, templates, resource = self._span_of_record, self._step_templates, self.resource
+        trace_hex: str | None = None
+        trace_id, trace_valid = 0, False
+        for (pipeline, step, status, request_id, row_trace_hex, span_hex, record_id, generation,
+             tracestate, parent_span_ids, inputs, outputs, received_ns, started_ns, finished_ns,
+             batch_size, error, sampled) in zip(*[steps[c] for c in STEP_SPAN], strict=True):
+            # a step that did not execute has no span, nor has a request that is not sampled
+            if not sampled or status == "skipped":
+                continue
+            if row_trace_hex != trace_hex:  # a request's steps come in a row: parsed once
+                trace_hex, trace_id = row_trace_hex, int(row_trace_hex, 16)
+                trace_valid = 0 < trace_id <= TRACE_ID_MAX
+            span_id = int(span_hex, 16)
+            span_of_record[record_id] = span_id
+            state = DEFAULT_TRACE_STATE if tracestate is None else self._trace_state(tracestate)
+            parents = []
+            for parent_hex in parent_span_ids:
+                parent_id = int(parent_hex, 16)
+                parents.append(_context(SpanContext, (trace_id, parent_id, True, SAMPLED, state,
+                                                      trace_valid and 0 < parent_id <= SPAN_ID_MAX)))
+            # what only depends on the step and its tensors' names and shapes: a template to copy
+            join_wait = bool(received_ns and started_ns)
+            key = (tuple(map(_TENSOR_KEY, inputs + outputs)), len(inputs), pipeline, step, status,
+                   error is None, join_wait)
+            template = templates.get(key)
+            if template is None:
+                if len(templates) >= REMEMBERED_TEMPLATES:
+                    templates.clear()
+                template = templates[key] = _step_template(*key)
+            attributes = template.copy()
+            attributes["flowcause.request_id"] = request_id
+            attributes["flowcause.generation"] = generation
+            attributes["flowcause.batch_size"] = batch_size
+            span_status = UNSET
+            if error is not None:
+                attributes["flowcause.error"] = error
+                span_status = Status(StatusCode.ERROR, error)
+            if join_wait:
+                attributes["flowcause.join_wait_ms"] = (started_ns - received_ns) / 1e6
+            spans.append(_span(  # the arguments of SPAN_FIELDS
+                step,
+                _context(SpanContext, (trace_id, span_id, False, SAMPLED, state,
+                                       trace_valid and 0 < span_id <= SPAN_ID_MAX)),
+                parents[0] if parents else None,
+                resource,
+                attributes,
+                (),  # events
+                [Link(p) for p in parents[1:]] if len(parents) > 1 else [],
+                INTERNAL,
+                None,  # instrumentation_info (deprecated: the scope)
+                span_status,
+                started_ns or received_ns or finished_ns,
+                finished_ns,
+                SCOPE,
+            ))
 
-    def _port_span(self, pipeline: str, port: str, time_ns: int, request_id: str,
-                   trace_hex: str, span_hex: str, record_id: str, generation: int,
-                   tracestate: str | None, parents_ids: tuple[str, ...],
-                   tensors: tuple[Tensor, ...]) -> ReadableSpan | None:
-        trace_id, span_id = int(trace_hex, 16), int(span_hex, 16)
-        self._span_of_record[record_id] = span_id
-        if not parents_ids:
-            return None  # the request's own record: its span is the client's
-        known = [self._span_of_record.get(p) for p in parents_ids]
-        state = self._trace_state(tracestate)
-        parents = [SpanContext(trace_id, s, True, SAMPLED, state) for s in known if s is not None]
-        return ReadableSpan(
-            name=f"{pipeline}.{port}",
-            context=SpanContext(trace_id, span_id, False, SAMPLED, state),
-            parent=parents[0] if parents else None,
-            resource=self.resource,
-            attributes={
-                "flowcause.pipeline": pipeline,
-                "flowcause.port": port,
-                "flowcause.request_id": request_id,
-                "flowcause.generation": generation,
-                "flowcause.tensors": _names(tensors),
-                "flowcause.shapes": _shapes(tensors),
-            },
-            links=[Link(p) for p in parents[1:]],
-            kind=SpanKind.INTERNAL,
-            start_time=time_ns,
-            end_time=time_ns,
-            instrumentation_scope=SCOPE,
-        )
+    def _port_spans(self, ports: Columns, spans: list[ReadableSpan]) -> None:
+        """The span of each record of a sampled request made at a pipeline's input or output
+        stage, appended to ``spans``."""
+        span_of_record, templates, resource = self._span_of_record, self._port_templates, self.resource
+        for (pipeline, port, time_ns, request_id, trace_hex, span_hex, record_id, generation,
+             tracestate, parent_records, tensors, sampled) in zip(*[ports[c] for c in PORT_SPAN],
+                                                                  strict=True):
+            if not sampled:
+                continue
+            span_id = int(span_hex, 16)
+            span_of_record[record_id] = span_id
+            if not parent_records:
+                continue  # the request's own record: its span is the client's
+            trace_id = int(trace_hex, 16)
+            trace_valid = 0 < trace_id <= TRACE_ID_MAX
+            state = DEFAULT_TRACE_STATE if tracestate is None else self._trace_state(tracestate)
+            parents = []
+            for parent_record in parent_records:
+                parent_id = span_of_record.get(parent_record)
+                if parent_id is not None:
+                    parents.append(_context(SpanContext, (trace_id, parent_id, True, SAMPLED, state,
+                                                          trace_valid and 0 < parent_id <= SPAN_ID_MAX)))
+            key = (tuple(map(_TENSOR_KEY, tensors)), pipeline, port)
+            template = templates.get(key)
+            if template is None:
+                if len(templates) >= REMEMBERED_TEMPLATES:
+                    templates.clear()
+                template = templates[key] = _port_template(*key)
+            attributes = template.copy()
+            attributes["flowcause.request_id"] = request_id
+            attributes["flowcause.generation"] = generation
+            spans.append(_span(  # the arguments of SPAN_FIELDS
+                f"{pipeline}.{port}",
+                _context(SpanContext, (trace_id, span_id, False, SAMPLED, state,
+                                       trace_valid and 0 < span_id <= SPAN_ID_MAX)),
+                parents[0] if parents else None,
+                resource,
+                attributes,
+                (),  # events
+                [Link(p) for p in parents[1:]] if len(parents) > 1 else [],
+                INTERNAL,
+                None,  # instrumentation_info (deprecated: the scope)
+                UNSET,
+                time_ns,
+                time_ns,
+                SCOPE,
+            ))
 
-    def _trace_state(self, header: str | None) -> TraceState | None:
+    def _trace_state(self, header: str) -> TraceState:
         """The client's ``tracestate`` as the SDK's object (parsed once per distinct value)."""
-        if header is None:
-            return None
         state = self._trace_states.get(header)
         if state is None:
             if len(self._trace_states) >= REMEMBERED_STATES:
