@@ -119,56 +119,71 @@ _PORT_ROW = ("pipeline", "port", "time_ns", "request_id", "trace_id", "span_id",
 _MARSHAL, _PICKLE = b"M", b"P"
 _OBJECT = np.dtype(object).str  # such arrays go as their flat values, others as bytes
 _TEXT = {bytes, str}
+_DTYPE_CODE: dict[np.dtype[Any], str] = {}
+_DTYPE_OF_CODE: dict[str, np.dtype[Any]] = {}
+_DTYPE_CODES_KEPT = 256  # string dtypes differ by length: bound the cache
 
 
 def to_wire(batch: EventBatch) -> bytes:
     """The events of a batch :meth:`EventBatch.of` made, as bytes for another process (see
-    the module docstring). One pass, no columns: this runs on the engine's event loop."""
+    the module docstring). One pass over the events, then one over their distinct tensors; no
+    columns: this runs on the engine's event loop."""
     if batch.items is None:
         raise ValueError("to_wire packs the events a batch was made of; this one has columns only")
     index: dict[int, int] = {}
-    described: list[tuple[Any, ...]] = []
+    tensors: list[Tensor] = []
     step_rows: list[tuple[Any, ...]] = []
     port_rows: list[tuple[Any, ...]] = []
-    find = index.get
-    describe = described.append
-    exact = True
+    find, keep = index.get, tensors.append
     for event in batch.items:
-        is_step = type(event) is StepEvent
-        groups = ((event.inputs, event.outputs) if is_step  # type: ignore[union-attr]
-                  else (event.record.tensors,))  # type: ignore[union-attr]
-        refs = []
-        for group in groups:
+        if type(event) is StepEvent:
+            refs: list[list[int]] = []
+            for group in (event.inputs, event.outputs):
+                at = []
+                for t in group:
+                    i = find(id(t))
+                    if i is None:
+                        i = index[id(t)] = len(tensors)
+                        keep(t)
+                    at.append(i)
+                refs.append(at)
+            lin = event.lineage
+            step_rows.append((event.pipeline, event.step, event.status, lin.request_id,
+                              lin.trace_id, lin.span_id, lin.pipeline, lin.origin, lin.generation,
+                              lin.parents, lin.sampled, lin.tracestate, event.parent_span_ids,
+                              refs[0], refs[1], event.received_ns, event.started_ns,
+                              event.finished_ns, event.batch_size, event.error))
+        else:
             at = []
-            for t in group:
+            for t in event.record.tensors:
                 i = find(id(t))
                 if i is None:
-                    i = index[id(t)] = len(described)
-                    d = t.data
-                    dtype = d.dtype
-                    if dtype.hasobject:
-                        values = d.ravel().tolist()
-                        # marshal writes any buffer (a numpy scalar, say) as bytes: only
-                        # exact bytes and str go through it, anything else makes a pickle
-                        exact &= set(map(type, values)) <= _TEXT
-                        describe((t.name, t.datatype, d.shape, dtype.str, values))
-                    else:
-                        describe((t.name, t.datatype, d.shape, dtype.str, d.tobytes()))
+                    i = index[id(t)] = len(tensors)
+                    keep(t)
                 at.append(i)
-            refs.append(at)
-        if is_step:
-            e: StepEvent = event  # type: ignore[assignment]
-            lin = e.lineage
-            step_rows.append((e.pipeline, e.step, e.status, lin.request_id, lin.trace_id,
-                              lin.span_id, lin.pipeline, lin.origin, lin.generation, lin.parents,
-                              lin.sampled, lin.tracestate, e.parent_span_ids, refs[0], refs[1],
-                              e.received_ns, e.started_ns, e.finished_ns, e.batch_size, e.error))
+            lin = event.record.lineage
+            port_rows.append((event.pipeline, event.port, event.time_ns, lin.request_id,
+                              lin.trace_id, lin.span_id, lin.pipeline, lin.origin, lin.generation,
+                              lin.parents, lin.sampled, lin.tracestate, at))
+    described: list[tuple[Any, ...]] = []
+    describe = described.append
+    exact = True
+    for t in tensors:
+        d = t.data
+        dtype = d.dtype
+        code = _DTYPE_CODE.get(dtype)
+        if code is None:  # reading dtype.str makes a new string each time: cached per dtype
+            if len(_DTYPE_CODE) >= _DTYPE_CODES_KEPT:
+                _DTYPE_CODE.clear()
+            code = _DTYPE_CODE[dtype] = dtype.str
+        if dtype.hasobject:
+            values = d.ravel().tolist()
+            # marshal writes any buffer (a numpy scalar, say) as bytes: only exact bytes and
+            # str go through it, anything else makes a pickle
+            exact &= set(map(type, values)) <= _TEXT
+            describe((t.name, t.datatype, d.shape, code, values))
         else:
-            p: PortEvent = event  # type: ignore[assignment]
-            lin = p.record.lineage
-            port_rows.append((p.pipeline, p.port, p.time_ns, lin.request_id, lin.trace_id,
-                              lin.span_id, lin.pipeline, lin.origin, lin.generation, lin.parents,
-                              lin.sampled, lin.tracestate, refs[0]))
+            describe((t.name, t.datatype, d.shape, code, d.tobytes()))
     payload = (step_rows, port_rows, described)
     if exact:
         with contextlib.suppress(ValueError):  # e.g. a str subclass as an id
@@ -182,7 +197,7 @@ def from_wire(data: bytes) -> EventBatch:
     step_rows, port_rows, described = (marshal.loads(payload) if data[:1] == _MARSHAL
                                        else pickle.loads(payload))
     tensors: list[Tensor] = []
-    dtypes: dict[str, np.dtype[Any]] = {}  # parsing a dtype string costs more than the array
+    dtypes = _DTYPE_OF_CODE  # parsing a dtype string costs more than making the array
     for name, datatype, shape, code, values in described:
         if code == _OBJECT:
             array = np.empty(len(values), dtype=object)
@@ -191,6 +206,8 @@ def from_wire(data: bytes) -> EventBatch:
         else:
             dtype = dtypes.get(code)
             if dtype is None:
+                if len(dtypes) >= _DTYPE_CODES_KEPT:
+                    dtypes.clear()
                 dtype = dtypes[code] = np.dtype(code)
             array = np.frombuffer(values, dtype)
             if array.shape != shape:
@@ -204,7 +221,8 @@ def from_wire(data: bytes) -> EventBatch:
         wire: Columns = dict(zip(fields, transposed, strict=True))
         wire["record_id"] = list(map(record_id_of, wire["request_id"], wire["lineage_pipeline"],
                                      wire["origin"], wire["generation"]))
+        tensor = tensors.__getitem__
         for column in tensor_columns:
-            wire[column] = [tuple([tensors[i] for i in refs]) for refs in wire[column]]
+            wire[column] = [tuple(map(tensor, refs)) for refs in wire[column]]
         tables.append({c: wire[c] for c in columns})
     return EventBatch(*tables)
