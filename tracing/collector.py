@@ -54,8 +54,10 @@ class Sink(Protocol):
 
 
 class Collector:
-    def __init__(self, sinks: Iterable[Sink], flush_seconds: float = 1.0,
+    def __init__(self, sinks: Iterable[Sink], flush_seconds: float | None = 1.0,
                  batch_events: int = 64) -> None:
+        """``flush_seconds=None``: no flusher thread; whoever feeds the collector calls
+        :meth:`flush` (the tracing process does, between batches)."""
         self.sinks = list(sinks)
         self.flush_seconds = flush_seconds
         self.batch_events = batch_events
@@ -63,8 +65,11 @@ class Collector:
         self._lock = threading.Lock()  # one conversion at a time: the loop's or the thread's
         self._stop = threading.Event()
         self._closed = False
-        self._thread = threading.Thread(target=self._run, name="flowcause-tracing", daemon=True)
-        self._thread.start()
+        self._thread: threading.Thread | None = None
+        if flush_seconds is not None:
+            self._thread = threading.Thread(target=self._run, args=(flush_seconds,),
+                                            name="flowcause-tracing", daemon=True)
+            self._thread.start()
         atexit.register(self.close)
 
     # -- engine event loop -----------------------------------------------------------------
@@ -101,8 +106,8 @@ class Collector:
                               type(sink).__name__, len(batch))
 
     # -- flusher thread --------------------------------------------------------------------
-    def _run(self) -> None:
-        while not self._stop.wait(self.flush_seconds):
+    def _run(self, flush_seconds: float) -> None:
+        while not self._stop.wait(flush_seconds):
             try:
                 self.flush()
             except Exception:  # noqa: BLE001 - keep flushing later batches
@@ -120,7 +125,8 @@ class Collector:
         self._closed = True
         atexit.unregister(self.close)
         self._stop.set()
-        self._thread.join()
+        if self._thread is not None:
+            self._thread.join()
         self.flush()
         for sink in self.sinks:
             sink.close()
