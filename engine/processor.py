@@ -240,10 +240,9 @@ class StepProcessor(NodeProcessor):
         self.out_topic = plan.out_topic
         self.wants = wants
         self.batcher = Batcher(self) if plan.batch and plan.batch.size else None
-        # The common case — a sync step, unbatched, acyclic, unobserved — takes a short path
-        # in fire(): same records and lineage, fewer objects.
-        self.plain = (runnable.inline and self.batcher is None and not plan.allow_cycles
-                      and not observers)
+        # The common case — a sync step, unbatched, acyclic — takes a short path in fire():
+        # same records, lineage and events, fewer objects and calls.
+        self.plain = runnable.inline and self.batcher is None and not plan.allow_cycles
         self.run_sync = runnable.run_sync
         self.pipeline = plan.pipeline
 
@@ -253,15 +252,34 @@ class StepProcessor(NodeProcessor):
             lin = example.lineage
             parents = ((lin.record_id,) if len(records) == 1
                        else tuple([r.lineage.record_id for r in records]))
-            span_id = lin.span_id  # nothing traces this hop: pass the traceparent on as is
+            if not self.observers:
+                span_id = lin.span_id  # nothing traces this hop: pass the traceparent on as is
+                try:
+                    outputs = self.run_sync({t.name: t.data for t in tensors})
+                except Exception as exc:  # noqa: BLE001 - a failing step must not stop the engine
+                    self.step_failed(Run(key, tensors, parents, example, span_id, None, (), 0),
+                                     exc, 0)
+                    return
+                self.publish(self.out_topic, Record(Lineage(
+                    lin.request_id, lin.trace_id, span_id, self.pipeline, self.origin, key[1],
+                    parents, None, lin.sampled, lin.tracestate), outputs))
+                return
+            span_id = new_span_id()
+            parent_spans = ((lin.span_id,) if len(records) == 1
+                            else tuple([r.lineage.span_id for r in records]))
+            started = time.time_ns()
             try:
                 outputs = self.run_sync({t.name: t.data for t in tensors})
             except Exception as exc:  # noqa: BLE001 - a failing step must not stop the engine
-                self.step_failed(Run(key, tensors, parents, example, span_id, None, (), 0), exc, 0)
+                self.step_failed(Run(key, tensors, parents, example, span_id, None, parent_spans,
+                                     int(arrived_s * 1e9)), exc, started)
                 return
-            self.publish(self.out_topic, Record(Lineage(
-                lin.request_id, lin.trace_id, span_id, self.pipeline, self.origin, key[1], parents,
-                None, lin.sampled, lin.tracestate), outputs))
+            lineage = Lineage(lin.request_id, lin.trace_id, span_id, self.pipeline, self.origin,
+                              key[1], parents, None, lin.sampled, lin.tracestate)
+            self.publish(self.out_topic, Record(lineage, outputs))
+            self.notify(StepEvent(self.pipeline, self.plan.name, "ok", lineage, parent_spans,
+                                  tensors, outputs, int(arrived_s * 1e9), started,
+                                  time.time_ns()))
             return
         plan = self.plan
         parents = tuple([r.lineage.record_id for r in records])
