@@ -5,6 +5,7 @@ process killed with -9, and a tracing process that dies."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import pickle
 import signal
@@ -31,6 +32,7 @@ from tracing.collector import Collector, Sink
 from tracing.config import TracingConfig, build
 from tracing.events import TENSOR_COLUMNS, EventBatch, Item, PortEvent, from_wire, to_wire
 from tracing.offload import ProcessSinks
+from tracing.recorder import StoreRecorder
 from tracing.store import TraceStore
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -109,14 +111,15 @@ def test_tensors_marshal_cannot_write_cross_as_a_pickle() -> None:
     assert_same_events(EventBatch.of(plain), from_wire(to_wire(EventBatch.of(plain))))
 
 
-def send_claims(tracing_observer: Collector, n: int) -> None:
+def send_claims(tracing_observer: Collector, n: int, first: int = 0) -> None:
+    """Claims ``first`` to ``first + n`` of the reference, request ids their numbers."""
     claims = pd.read_csv(CLAIMS).to_dict("records")
 
     async def main() -> None:
         async with Engine(load_pipelines(SPEC), STEPS, observers=[tracing_observer]) as engine:
             results = await asyncio.gather(*(
                 engine.infer(PIPELINE, request_tensors(c), request_id=f"{i:04d}")
-                for i, c in enumerate(claims[:n])))
+                for i, c in enumerate(claims[first:first + n], start=first)))
         assert all(r.ok for r in results)
 
     asyncio.run(main())
@@ -210,6 +213,36 @@ def no_sinks() -> Sequence[Sink]:
 
 def broken_sinks() -> Sequence[Sink]:
     raise OSError("no space left for the trace store")
+
+
+class FailingOnceStore(StoreRecorder):
+    """A trace store whose first flush fails, as on a full disk, before committing anything."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__(path)
+        self.failed = False
+
+    def flush(self) -> None:
+        if not self.failed:
+            self.failed = True
+            raise OSError("no space left on device")
+        super().flush()
+
+
+def failing_once_store(path: str) -> Sequence[Sink]:
+    return [FailingOnceStore(path)]
+
+
+def test_a_failed_flush_does_not_stop_the_tracing_process(tmp_path: Path) -> None:
+    sinks = ProcessSinks(functools.partial(failing_once_store, str(tmp_path)), flush_seconds=60)
+    collector = Collector([sinks], flush_seconds=None)
+    send_claims(collector, 20)
+    collector.flush()  # fails in the tracing process, which logs it and goes on
+    send_claims(collector, 20, first=20)
+    collector.flush()  # commits what the failed flush left, and what came after
+    assert len(TraceStore(tmp_path).frame(PIPELINE)) == 40
+    assert running(sinks.pid) and sinks.dropped == 0
+    collector.close()
 
 
 def test_a_tracing_process_that_cannot_start_says_so() -> None:

@@ -69,7 +69,7 @@ def _serve(conn: Connection, factory: SinkFactory, flush_seconds: float) -> None
         while True:
             wait = due - time.monotonic()
             if wait <= 0 or not conn.poll(wait):
-                collector.flush()
+                _flush(collector)
                 gc.collect()
                 due = time.monotonic() + flush_seconds
                 continue
@@ -78,7 +78,7 @@ def _serve(conn: Connection, factory: SinkFactory, flush_seconds: float) -> None
             except EOFError:  # the engine's process is gone
                 break
             if message == FLUSH:
-                collector.flush()
+                _flush(collector)
                 for sink in collector.sinks:
                     if isinstance(sink, SpanSink):
                         sink.wait_exported()
@@ -91,6 +91,15 @@ def _serve(conn: Connection, factory: SinkFactory, flush_seconds: float) -> None
     finally:
         collector.close()
         conn.close()
+
+
+def _flush(collector: Collector) -> None:
+    """Flush the sinks; a failure is logged and tracing goes on (as the flusher thread of an
+    in-process collector does)."""
+    try:
+        collector.flush()
+    except Exception:  # noqa: BLE001 - keep serving later batches
+        log.exception("tracing: flush failed")
 
 
 # -- the engine's side ----------------------------------------------------------------------
