@@ -20,14 +20,15 @@ collector hands the batch over (the event loop, or a tracing process:
 their own cost about a third more CPU per request, the two threads contending for the GIL.
 Building them is most of what a tracing process does per request, so the per-span work is
 kept small (insurance-claims wire batches, SpanSink.consume: 31 -> 20 us of CPU per request,
-234k -> 136k instructions under callgrind): one loop per table and no Python call per span
-but the SDK constructors; ``ReadableSpan`` called positionally (matching its 13 keywords cost
-16k instructions per request); contexts made as the very tuples ``SpanContext.__new__``
-returns, validity computed here (its Python-level ``__new__`` cost 24k); each span's
-attributes copied from a template per step or port and tensors' names and shapes, then the
-request's own values set (building each dict afresh, with the names and shape texts, cost
-17k); a request's trace id parsed once. Both constructor shortcuts are checked against
-the SDK at import, falling back to plain calls if another SDK version differs.
+234k -> 141k instructions under callgrind): one loop per table, two small helpers per span
+(inlining them too saved another 5k, not worth the repeated code); ``ReadableSpan`` called
+positionally (matching its 13 keywords cost 16k instructions per request); contexts made as
+the very tuples ``SpanContext.__new__`` returns, validity computed here (its Python-level
+``__new__`` cost 24k); each span's attributes copied from a template per step or port and
+tensors' names and shapes, then the request's own values set (building each dict afresh,
+with the names and shape texts, cost 17k); a request's trace id parsed once. Both
+constructor shortcuts are checked against the SDK at import, falling back to plain calls if
+another SDK version differs.
 
 Each batch's spans go to the exporter as one export call, on an export thread of the sink's
 own (exporters wait on I/O, which releases the GIL), so a slow or absent collector never
@@ -113,6 +114,45 @@ def _span_maker() -> Callable[..., ReadableSpan]:
 
 _context = _context_maker()
 _span = _span_maker()
+
+
+def _attributes(templates: dict[Any, dict[str, AttributeValue]], key: tuple[Any, ...],
+                make: Callable[..., dict[str, AttributeValue]], request_id: str,
+                generation: int) -> dict[str, AttributeValue]:
+    """A copy of the attributes template for ``key`` (``make(*key)`` the first time), with
+    the request's id and generation set."""
+    template = templates.get(key)
+    if template is None:
+        if len(templates) >= REMEMBERED_TEMPLATES:
+            templates.clear()
+        template = templates[key] = make(*key)
+    attributes = template.copy()
+    attributes["flowcause.request_id"] = request_id
+    attributes["flowcause.generation"] = generation
+    return attributes
+
+
+def _readable_span(name: str, trace_id: int, span_id: int, trace_valid: bool,
+                   state: TraceState, parents: list[SpanContext], resource: Resource,
+                   attributes: dict[str, AttributeValue], status: Status, start_ns: int,
+                   end_ns: int) -> ReadableSpan:
+    """A finished span: the first parent its parent, the others links."""
+    return _span(  # the arguments of SPAN_FIELDS
+        name,
+        _context(SpanContext, (trace_id, span_id, False, SAMPLED, state,
+                               trace_valid and 0 < span_id <= SPAN_ID_MAX)),
+        parents[0] if parents else None,
+        resource,
+        attributes,
+        (),  # events
+        [Link(p) for p in parents[1:]] if len(parents) > 1 else [],
+        INTERNAL,
+        None,  # instrumentation_info (deprecated: the scope)
+        status,
+        start_ns,
+        end_ns,
+        SCOPE,
+    )
 
 
 def default_resource() -> Resource:
@@ -256,14 +296,7 @@ class SpanSink:
             join_wait = bool(received_ns and started_ns)
             key = (tuple(map(_TENSOR_KEY, inputs + outputs)), len(inputs), pipeline, step, status,
                    error is None, join_wait)
-            template = templates.get(key)
-            if template is None:
-                if len(templates) >= REMEMBERED_TEMPLATES:
-                    templates.clear()
-                template = templates[key] = _step_template(*key)
-            attributes = template.copy()
-            attributes["flowcause.request_id"] = request_id
-            attributes["flowcause.generation"] = generation
+            attributes = _attributes(templates, key, _step_template, request_id, generation)
             attributes["flowcause.batch_size"] = batch_size
             span_status = UNSET
             if error is not None:
@@ -271,22 +304,9 @@ class SpanSink:
                 span_status = Status(StatusCode.ERROR, error)
             if join_wait:
                 attributes["flowcause.join_wait_ms"] = (started_ns - received_ns) / 1e6
-            spans.append(_span(  # the arguments of SPAN_FIELDS
-                step,
-                _context(SpanContext, (trace_id, span_id, False, SAMPLED, state,
-                                       trace_valid and 0 < span_id <= SPAN_ID_MAX)),
-                parents[0] if parents else None,
-                resource,
-                attributes,
-                (),  # events
-                [Link(p) for p in parents[1:]] if len(parents) > 1 else [],
-                INTERNAL,
-                None,  # instrumentation_info (deprecated: the scope)
-                span_status,
-                started_ns or received_ns or finished_ns,
-                finished_ns,
-                SCOPE,
-            ))
+            spans.append(_readable_span(step, trace_id, span_id, trace_valid, state, parents,
+                                        resource, attributes, span_status,
+                                        started_ns or received_ns or finished_ns, finished_ns))
 
     def _port_spans(self, ports: Columns, spans: list[ReadableSpan]) -> None:
         """The span of each record of a sampled request made at a pipeline's input or output
@@ -311,30 +331,9 @@ class SpanSink:
                     parents.append(_context(SpanContext, (trace_id, parent_id, True, SAMPLED, state,
                                                           trace_valid and 0 < parent_id <= SPAN_ID_MAX)))
             key = (tuple(map(_TENSOR_KEY, tensors)), pipeline, port)
-            template = templates.get(key)
-            if template is None:
-                if len(templates) >= REMEMBERED_TEMPLATES:
-                    templates.clear()
-                template = templates[key] = _port_template(*key)
-            attributes = template.copy()
-            attributes["flowcause.request_id"] = request_id
-            attributes["flowcause.generation"] = generation
-            spans.append(_span(  # the arguments of SPAN_FIELDS
-                f"{pipeline}.{port}",
-                _context(SpanContext, (trace_id, span_id, False, SAMPLED, state,
-                                       trace_valid and 0 < span_id <= SPAN_ID_MAX)),
-                parents[0] if parents else None,
-                resource,
-                attributes,
-                (),  # events
-                [Link(p) for p in parents[1:]] if len(parents) > 1 else [],
-                INTERNAL,
-                None,  # instrumentation_info (deprecated: the scope)
-                UNSET,
-                time_ns,
-                time_ns,
-                SCOPE,
-            ))
+            attributes = _attributes(templates, key, _port_template, request_id, generation)
+            spans.append(_readable_span(f"{pipeline}.{port}", trace_id, span_id, trace_valid, state,
+                                        parents, resource, attributes, UNSET, time_ns, time_ns))
 
     def _trace_state(self, header: str) -> TraceState:
         """The client's ``tracestate`` as the SDK's object (parsed once per distinct value)."""
