@@ -59,7 +59,6 @@ class Collector:
         """``flush_seconds=None``: no flusher thread; whoever feeds the collector calls
         :meth:`flush` (the tracing process does, between batches)."""
         self.sinks = list(sinks)
-        self.flush_seconds = flush_seconds
         self.batch_events = batch_events
         self._queue: deque[Item] = deque()
         self._lock = threading.Lock()  # one conversion at a time: the loop's or the thread's
