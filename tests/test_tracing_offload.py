@@ -245,6 +245,44 @@ def test_a_failed_flush_does_not_stop_the_tracing_process(tmp_path: Path) -> Non
     collector.close()
 
 
+class SlowCountingSink:
+    """Takes 20 ms per batch; at flush, writes how many events it was given to ``path``."""
+
+    def __init__(self, path: str) -> None:
+        self.path, self.events = Path(path), 0
+
+    def consume(self, batch: EventBatch) -> None:
+        time.sleep(0.02)
+        self.events += len(batch)
+
+    def flush(self) -> None:
+        self.path.write_text(str(self.events))
+
+    def close(self) -> None:
+        self.flush()
+
+
+def slow_counting_sink(path: str) -> Sequence[Sink]:
+    return [SlowCountingSink(path)]
+
+
+def test_a_slow_tracing_process_holds_the_engine_back_and_loses_nothing(tmp_path: Path) -> None:
+    count = tmp_path / "events"
+    sinks = ProcessSinks(functools.partial(slow_counting_sink, str(count)), max_batches=2)
+    big = Tensor("big", "FP64", np.zeros(2**16))  # 512 KiB: the pipe holds few such batches
+    batch = [StepEvent("p", "s", "ok", Lineage("r", "a" * 32, "b" * 16, "p", "s.outputs"), (),
+                       (big,), (), 1, 2, 3)]
+    started = time.monotonic()
+    for _ in range(30):
+        sinks.consume(EventBatch.of(batch))
+    waited = time.monotonic() - started
+    sinks.flush()
+    # 30 batches at 20 ms each, at most 2 queued and a few in the pipe: consume waited
+    assert waited > 0.3
+    assert int(count.read_text()) == 30 * len(batch) and sinks.dropped == 0
+    sinks.close()
+
+
 def test_a_tracing_process_that_cannot_start_says_so() -> None:
     with pytest.raises(RuntimeError, match="did not start"):
         ProcessSinks(broken_sinks)
@@ -263,6 +301,31 @@ def test_a_dead_tracing_process_costs_events_not_the_engine() -> None:
     assert sinks.dropped > 0
 
 
+# Hands a tracing process one batch and exits without closing it.
+EXITER = """
+import functools, sys
+from tests.test_tracing_offload import events, slow_counting_sink
+from tracing.events import EventBatch
+from tracing.offload import ProcessSinks
+
+if __name__ == "__main__":
+    sinks = ProcessSinks(functools.partial(slow_counting_sink, sys.argv[1]))
+    sinks.consume(EventBatch.of(events()))
+"""
+
+
+def test_an_engine_that_exits_without_closing_still_ends_its_tracing_process(
+        tmp_path: Path) -> None:
+    """The tracing process ignores SIGTERM, which is how multiprocessing ends daemon children
+    at exit: the sinks close themselves first, so exit neither hangs nor loses the batch."""
+    script, count = tmp_path / "exiter.py", tmp_path / "events"
+    script.write_text(EXITER)
+    done = subprocess.run([sys.executable, str(script), str(count)], cwd=ROOT, timeout=120,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True)
+    assert done.returncode == 0, done.stderr.decode()
+    assert int(count.read_text()) == len(events())
+
+
 # Sends insurance claims with a tracing process; never calls close().
 WRITER = """
 import asyncio, sys
@@ -271,7 +334,6 @@ from engine.engine import Engine
 from engine.spec import load_pipelines
 from scenarios.steps.insurance_claims import STEPS, request_tensors
 from tracing.config import TracingConfig, build
-from tracing.events import TENSOR_COLUMNS, EventBatch, Item, PortEvent, from_wire, to_wire
 
 if __name__ == "__main__":
     store = sys.argv[1]

@@ -21,6 +21,7 @@ between batches.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import gc
 import logging
@@ -138,6 +139,9 @@ class ProcessSinks:
         self._sender = threading.Thread(target=self._send, name="flowcause-tracing-send",
                                         daemon=True)
         self._sender.start()
+        # Before multiprocessing's own exit handler (registered earlier, run later), which
+        # would wait forever for a child that ignores SIGTERM and still has its pipe open.
+        atexit.register(self.close)
 
     @property
     def pid(self) -> int | None:
@@ -218,6 +222,7 @@ class ProcessSinks:
         if self._closed:
             return
         self._closed = True
+        atexit.unregister(self.close)
         self._queue.put(None)
         self._sender.join()
         while True:  # put by a thread that raced close(): never sent
