@@ -193,14 +193,14 @@ class Classifier:
                 inputs = design.tree_input(X)
                 self.tree = _rule_tree(inputs, codes)
                 if self.tree is not None:
-                    leaves = self.leaves(X)
+                    leaves = self._tree_leaves(inputs)
                     self.box = _leaf_boxes(inputs, leaves, self.tree.tree_.node_count)
                 else:
                     self.tree = DecisionTreeClassifier(
                         max_depth=MAX_DEPTH, min_samples_leaf=max(3, len(codes) // 50),
                         random_state=0)
                     self.tree.fit(inputs, codes)
-                    leaves = self.leaves(X)
+                    leaves = self._tree_leaves(inputs)
         n_leaves = (self.tree.tree_.node_count if self.tree is not None
                     else len(self.regimes) + 1 if self.regimes is not None else 1)
         counts = np.zeros((n_leaves, n_levels))
@@ -236,18 +236,24 @@ class Classifier:
             return np.where(self.regimes[at] == keys, at, len(self.regimes))
         if self.tree is None:
             return np.zeros(len(X), dtype=np.int64)
-        # the fitted tree's own routine, without the input validation of every call
-        rows = np.ascontiguousarray(self.design.tree_input(X), dtype=np.float32)
+        return self._tree_leaves(self.design.tree_input(X))
+
+    def _tree_leaves(self, inputs: np.ndarray) -> np.ndarray:
+        """The fitted tree's leaf of each row of its inputs: the tree's own routine, without
+        the input validation of every call."""
+        assert self.tree is not None
+        rows = np.ascontiguousarray(inputs, dtype=np.float32)
         return self.tree.tree_.apply(rows).astype(np.int64)
 
     def proba(self, X: np.ndarray) -> np.ndarray:
-        leaves = self.leaves(X)
+        if self.box is None:
+            return self.table[self.leaves(X)]
+        inputs = self.design.tree_input(X)  # a rule's tree: its inputs serve twice
+        leaves = self._tree_leaves(inputs)
         P = self.table[leaves]
-        if self.box is not None:
-            low, high = self.box
-            inputs = self.design.tree_input(X)
-            inside = ((inputs >= low[leaves]) & (inputs <= high[leaves])).all(1)
-            P[inside] = self.rule_table[leaves[inside]]
+        low, high = self.box
+        inside = ((inputs >= low[leaves]) & (inputs <= high[leaves])).all(1)
+        P[inside] = self.rule_table[leaves[inside]]
         return P
 
     @staticmethod
