@@ -252,34 +252,26 @@ class StepProcessor(NodeProcessor):
             lin = example.lineage
             parents = ((lin.record_id,) if len(records) == 1
                        else tuple([r.lineage.record_id for r in records]))
-            if not self.observers:
-                span_id = lin.span_id  # nothing traces this hop: pass the traceparent on as is
-                try:
-                    outputs = self.run_sync({t.name: t.data for t in tensors})
-                except Exception as exc:  # noqa: BLE001 - a failing step must not stop the engine
-                    self.step_failed(Run(key, tensors, parents, example, span_id, None, (), 0),
-                                     exc, 0)
-                    return
-                self.publish(self.out_topic, Record(Lineage(
-                    lin.request_id, lin.trace_id, span_id, self.pipeline, self.origin, key[1],
-                    parents, None, lin.sampled, lin.tracestate), outputs))
-                return
-            span_id = new_span_id()
-            parent_spans = ((lin.span_id,) if len(records) == 1
-                            else tuple([r.lineage.span_id for r in records]))
-            started = time.time_ns()
+            observed = bool(self.observers)
+            if observed:
+                span_id = new_span_id()
+                parent_spans = ((lin.span_id,) if len(records) == 1
+                                else tuple([r.lineage.span_id for r in records]))
+                received, started = int(arrived_s * 1e9), time.time_ns()
+            else:  # nothing traces this hop: pass the traceparent on as is
+                span_id, parent_spans, received, started = lin.span_id, (), 0, 0
             try:
                 outputs = self.run_sync({t.name: t.data for t in tensors})
             except Exception as exc:  # noqa: BLE001 - a failing step must not stop the engine
                 self.step_failed(Run(key, tensors, parents, example, span_id, None, parent_spans,
-                                     int(arrived_s * 1e9)), exc, started)
+                                     received), exc, started)
                 return
             lineage = Lineage(lin.request_id, lin.trace_id, span_id, self.pipeline, self.origin,
                               key[1], parents, None, lin.sampled, lin.tracestate)
             self.publish(self.out_topic, Record(lineage, outputs))
-            self.notify(StepEvent(self.pipeline, self.plan.name, "ok", lineage, parent_spans,
-                                  tensors, outputs, int(arrived_s * 1e9), started,
-                                  time.time_ns()))
+            if observed:
+                self.notify(StepEvent(self.pipeline, self.plan.name, "ok", lineage, parent_spans,
+                                      tensors, outputs, received, started, time.time_ns()))
             return
         plan = self.plan
         parents = tuple([r.lineage.record_id for r in records])
