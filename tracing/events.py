@@ -136,35 +136,31 @@ def to_wire(batch: EventBatch) -> bytes:
     port_rows: list[tuple[Any, ...]] = []
     find, keep = index.get, tensors.append
     for event in batch.items:
-        if type(event) is StepEvent:
-            refs: list[list[int]] = []
-            for group in (event.inputs, event.outputs):
-                at = []
-                for t in group:
-                    i = find(id(t))
-                    if i is None:
-                        i = index[id(t)] = len(tensors)
-                        keep(t)
-                    at.append(i)
-                refs.append(at)
-            lin = event.lineage
-            step_rows.append((event.pipeline, event.step, event.status, lin.request_id,
-                              lin.trace_id, lin.span_id, lin.pipeline, lin.origin, lin.generation,
-                              lin.parents, lin.sampled, lin.tracestate, event.parent_span_ids,
-                              refs[0], refs[1], event.received_ns, event.started_ns,
-                              event.finished_ns, event.batch_size, event.error))
-        else:
+        is_step = type(event) is StepEvent
+        refs: list[list[int]] = []
+        for group in ((event.inputs, event.outputs) if is_step  # type: ignore[union-attr]
+                      else (event.record.tensors,)):  # type: ignore[union-attr]
             at = []
-            for t in event.record.tensors:
+            for t in group:
                 i = find(id(t))
                 if i is None:
                     i = index[id(t)] = len(tensors)
                     keep(t)
                 at.append(i)
-            lin = event.record.lineage
-            port_rows.append((event.pipeline, event.port, event.time_ns, lin.request_id,
-                              lin.trace_id, lin.span_id, lin.pipeline, lin.origin, lin.generation,
-                              lin.parents, lin.sampled, lin.tracestate, at))
+            refs.append(at)
+        if is_step:
+            e: StepEvent = event  # type: ignore[assignment]
+            lin = e.lineage
+            step_rows.append((e.pipeline, e.step, e.status, lin.request_id, lin.trace_id,
+                              lin.span_id, lin.pipeline, lin.origin, lin.generation, lin.parents,
+                              lin.sampled, lin.tracestate, e.parent_span_ids, refs[0], refs[1],
+                              e.received_ns, e.started_ns, e.finished_ns, e.batch_size, e.error))
+        else:
+            p: PortEvent = event  # type: ignore[assignment]
+            lin = p.record.lineage
+            port_rows.append((p.pipeline, p.port, p.time_ns, lin.request_id, lin.trace_id,
+                              lin.span_id, lin.pipeline, lin.origin, lin.generation, lin.parents,
+                              lin.sampled, lin.tracestate, refs[0]))
     described: list[tuple[Any, ...]] = []
     describe = described.append
     exact = True
