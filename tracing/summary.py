@@ -175,7 +175,64 @@ class TensorBatch:
 
     def describe(self, max_values: int = DEFAULT_MAX_VALUES) -> dict[str, pa.Array]:
         """Arrow columns describing the tensors, one entry each, as :func:`summarise`."""
-        return _describe(self, max_values)
+        datatypes, arrays, items = self.datatypes, self.arrays, self.items
+        n = len(arrays)
+        datatype = pa.array(datatypes, pa.string())
+        size, ndim = self.sizes()
+        shape = _shapes(arrays, size, ndim)
+        is_bytes = pc.equal(datatype, "BYTES").to_numpy(zero_copy_only=False)
+        single = size == 1
+        scalars = single & ~is_bytes
+        texts = single & is_bytes
+        vectors = ~single & ~is_bytes
+        value = np.full(n, np.nan)
+        value[scalars] = np.fromiter(_pick(items, scalars), np.float64)
+        text = _spread(texts, _texts(list(_pick(items, texts))))
+        stats = {name: np.full(n, np.nan) for name in STATS}
+        stats["nan_count"] = np.zeros(n, np.int64)
+        # multi-element tensors, each array once (a tensor passed on as is repeats it)
+        hashes: dict[int, str] = {}
+        strings: dict[int, list[str]] = {}
+        kept: dict[int, np.ndarray] = {}  # values of the numeric ones up to max_values
+        first: dict[tuple[int, str], int] = {}
+        repeats: list[tuple[int, int]] = []  # (tensor, the earlier one with the same array)
+        by_size: dict[int, list[int]] = defaultdict(list)
+        for i in np.flatnonzero(~single).tolist():
+            earlier = first.setdefault((id(arrays[i]), datatypes[i]), i)
+            if earlier != i:
+                repeats.append((i, earlier))
+                continue
+            hashes[i] = tensor_hash(datatypes[i], arrays[i])
+            if not is_bytes[i]:
+                by_size[int(size[i])].append(i)
+            elif size[i] <= max_values:
+                strings[i] = [_text(v) for v in arrays[i].reshape(-1)]
+        for width, rows in by_size.items():
+            matrix = np.stack([arrays[i].reshape(-1) for i in rows]).astype(np.float64)
+            for name, column in _row_stats(matrix).items():
+                stats[name][rows] = column
+            if width <= max_values:
+                kept.update(zip(rows, matrix, strict=True))
+        if repeats:
+            again, earlier_rows = (list(x) for x in zip(*repeats, strict=True))
+            for column in stats.values():
+                column[again] = column[earlier_rows]
+            for i, earlier in repeats:
+                hashes[i] = hashes[earlier]
+                for entries in (kept, strings):
+                    if earlier in entries:
+                        entries[i] = entries[earlier]
+        return {
+            "datatype": datatype,
+            "shape": shape,
+            "size": pa.array(size),
+            "value": _masked(value, ~scalars),
+            "text": text,
+            **{name: _masked(column, ~vectors) for name, column in stats.items()},
+            "hash": _sparse(n, hashes, pa.string()),
+            "values": _sparse(n, kept, pa.list_(pa.float64())),
+            "strings": _sparse(n, strings, pa.list_(pa.string())),
+        }
 
 
 def summarise(datatypes: Sequence[str], arrays: Sequence[np.ndarray],
@@ -189,64 +246,3 @@ def summarise(datatypes: Sequence[str], arrays: Sequence[np.ndarray],
     batch = TensorBatch()
     batch.add(datatypes, list(arrays))
     return batch.describe(max_values)
-
-
-def _describe(tensors: TensorBatch, max_values: int) -> dict[str, pa.Array]:
-    datatypes, arrays, items = tensors.datatypes, tensors.arrays, tensors.items
-    n = len(arrays)
-    datatype = pa.array(datatypes, pa.string())
-    size, ndim = tensors.sizes()
-    shape = _shapes(arrays, size, ndim)
-    is_bytes = pc.equal(datatype, "BYTES").to_numpy(zero_copy_only=False)
-    single = size == 1
-    scalars = single & ~is_bytes
-    texts = single & is_bytes
-    vectors = ~single & ~is_bytes
-    value = np.full(n, np.nan)
-    value[scalars] = np.fromiter(_pick(items, scalars), np.float64)
-    text = _spread(texts, _texts(list(_pick(items, texts))))
-    stats = {name: np.full(n, np.nan) for name in STATS}
-    stats["nan_count"] = np.zeros(n, np.int64)
-    # multi-element tensors, each array once (a tensor passed on as is repeats it)
-    hashes: dict[int, str] = {}
-    strings: dict[int, list[str]] = {}
-    kept: dict[int, np.ndarray] = {}  # values of the numeric ones up to max_values
-    first: dict[tuple[int, str], int] = {}
-    repeats: list[tuple[int, int]] = []  # (tensor, the earlier one with the same array)
-    by_size: dict[int, list[int]] = defaultdict(list)
-    for i in np.flatnonzero(~single).tolist():
-        earlier = first.setdefault((id(arrays[i]), datatypes[i]), i)
-        if earlier != i:
-            repeats.append((i, earlier))
-            continue
-        hashes[i] = tensor_hash(datatypes[i], arrays[i])
-        if not is_bytes[i]:
-            by_size[int(size[i])].append(i)
-        elif size[i] <= max_values:
-            strings[i] = [_text(v) for v in arrays[i].reshape(-1)]
-    for width, rows in by_size.items():
-        matrix = np.stack([arrays[i].reshape(-1) for i in rows]).astype(np.float64)
-        for name, column in _row_stats(matrix).items():
-            stats[name][rows] = column
-        if width <= max_values:
-            kept.update(zip(rows, matrix, strict=True))
-    if repeats:
-        again, earlier_rows = (list(x) for x in zip(*repeats, strict=True))
-        for column in stats.values():
-            column[again] = column[earlier_rows]
-        for i, earlier in repeats:
-            hashes[i] = hashes[earlier]
-            for entries in (kept, strings):
-                if earlier in entries:
-                    entries[i] = entries[earlier]
-    return {
-        "datatype": datatype,
-        "shape": shape,
-        "size": pa.array(size),
-        "value": _masked(value, ~scalars),
-        "text": text,
-        **{name: _masked(column, ~vectors) for name, column in stats.items()},
-        "hash": _sparse(n, hashes, pa.string()),
-        "values": _sparse(n, kept, pa.list_(pa.float64())),
-        "strings": _sparse(n, strings, pa.list_(pa.string())),
-    }
