@@ -34,8 +34,12 @@ _ZERO_TRACE, _ZERO_SPAN = "0" * 32, "0" * 16
 _ODD = frozenset("13579bdf")  # the second hex digit of the flags, with the sampled bit set
 _json_string = json.encoder.encode_basestring_ascii  # type: ignore[attr-defined]
 # Ids need uniqueness, not secrecy: a Mersenne generator seeded from the OS is ~20x cheaper
-# per id than reading os.urandom every time.
-_rand = random.Random(os.urandom(32)).getrandbits
+# per id than reading os.urandom every time. A forked process gets a copy of its state, so it
+# is seeded again there: else parent and child would make the same ids.
+_generator = random.Random(os.urandom(32))
+_rand = _generator.getrandbits
+if hasattr(os, "register_at_fork"):  # POSIX
+    os.register_at_fork(after_in_child=lambda: _generator.seed(os.urandom(32)))
 
 H_REQUEST_ID = "flowcause-request-id"
 H_TRACEPARENT = "traceparent"

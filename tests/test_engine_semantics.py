@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -17,7 +18,7 @@ from hypothesis import strategies as st
 from engine.cli import main as cli_main
 from engine.embedded import EmbeddedBus
 from engine.engine import Engine, RequestError
-from engine.lineage import Lineage
+from engine.lineage import Lineage, new_request_id, new_span_id, new_trace_id
 from engine.record import Record
 from engine.spec import load_pipelines
 from engine.tensors import DTYPES, Tensor, TensorError
@@ -214,6 +215,25 @@ def test_lineage_headers_round_trip() -> None:
         Record.decode(b"{not json", headers)
     with pytest.raises(ValueError):
         Record.decode(value, [h for h in headers if h[0] != "traceparent"])
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="fork is POSIX")
+def test_a_forked_process_makes_ids_of_its_own() -> None:
+    """Workers forked from one parent (a pre-forking server, multiprocessing's fork) must not
+    repeat the parent's request, trace and span ids."""
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: its next ids, then out without running the parent's cleanup
+        try:
+            os.write(write, json.dumps([new_request_id(), new_trace_id(), new_span_id()]).encode())
+        finally:
+            os._exit(0)
+    os.close(write)
+    with os.fdopen(read) as pipe:
+        child = json.loads(pipe.read())
+    os.waitpid(pid, 0)
+    parent = [new_request_id(), new_trace_id(), new_span_id()]
+    assert all(a != b for a, b in zip(parent, child, strict=True)), (parent, child)
 
 
 def test_request_traceparent_is_continued() -> None:
