@@ -85,7 +85,9 @@ class NodeProcessor:
         outcome = self.table.offer(key, slot, record, time.time())
         if outcome is not None:
             self.act(key, outcome, record)
-        elif self._timer is None and len(self.table):
+        # pending keys close, and decided ones whose partners never come are forgotten, a
+        # window later
+        if self._timer is None and (self.table.pending or self.table.decided):
             self._arm()
 
     def _arm(self) -> None:

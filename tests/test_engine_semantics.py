@@ -175,6 +175,29 @@ def test_joins_remember_only_keys_whose_partners_may_still_come() -> None:
     run(main())
 
 
+def test_decided_keys_are_forgotten_a_window_later_when_no_partner_comes() -> None:
+    """A cycle's ``any`` join decides on the request's own input; the loop's last iteration
+    never sends its partner. The join must forget those keys one window later, not keep
+    every request ever seen."""
+    pipes = load_pipelines({"metadata": {"name": "loop"}, "spec": {
+        "allowCycles": True, "maxStepRevisits": 3,
+        "steps": [{"name": "add10", "inputs": ["loop.inputs.INPUT", "add10.outputs.OUTPUT"],
+                   "tensorMap": {"add10.outputs.OUTPUT": "INPUT"}, "inputsJoinType": "any",
+                   "joinWindowMs": 100}],
+        "output": {"steps": ["add10"]}}})
+
+    async def main() -> None:
+        async with Engine(pipes, {"add10": lambda i: {"OUTPUT": i["INPUT"] + 10}}) as eng:
+            join = next(p for p in eng.processors if p.plan.name == "add10").table
+            await asyncio.gather(*(eng.infer("loop", {"inputs": [fp("INPUT", [1.0])]}, timeout=5)
+                                   for _ in range(200)))
+            assert join.decided  # remembered while a partner may still come
+            await asyncio.sleep(0.5)  # five windows
+            assert not join.pending and not join.decided, (len(join.pending), len(join.decided))
+
+    run(main())
+
+
 # -- lineage ------------------------------------------------------------------------------------
 def test_every_record_of_a_request_is_listed_across_chained_pipelines() -> None:
     pipes = one_step("first", steps=[{"name": "a"}], output=["a"])
