@@ -14,6 +14,8 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import numpy as np
+
 from engine.batch import Batcher
 from engine.compile import NodePlan
 from engine.join import FIRE, SKIP, JoinTable, Key, Outcome, absence_reason
@@ -179,6 +181,14 @@ class NodeProcessor:
             self._timer = None
 
 
+def step_inputs(tensors: tuple[Tensor, ...]) -> dict[str, np.ndarray]:
+    """What step code is given: a copy of each input array of its own, as a Seldon step
+    decodes its own request. A step that changes its inputs in place so changes neither what
+    the upstream step produced (nor its record in the trace store) nor another step's
+    inputs. (A batched step gets the stacked arrays: copies already.)"""
+    return {t.name: t.data.copy() for t in tensors}
+
+
 def _merged_visits(plan: NodePlan, records: tuple[Record, ...]) -> dict[str, int] | None:
     """Per step, the most visits any consumed record has seen (cycles only)."""
     if not plan.allow_cycles:
@@ -263,7 +273,7 @@ class StepProcessor(NodeProcessor):
             else:  # nothing traces this hop: pass the traceparent on as is
                 span_id, parent_spans, received, started = lin.span_id, (), 0, 0
             try:
-                outputs = self.run_sync({t.name: t.data for t in tensors})
+                outputs = self.run_sync(step_inputs(tensors))
             except Exception as exc:  # noqa: BLE001 - a failing step must not stop the engine
                 self.step_failed(Run(key, tensors, parents, example, span_id, None, parent_spans,
                                      received), exc, started)
@@ -293,7 +303,7 @@ class StepProcessor(NodeProcessor):
         if self.runnable.inline:
             started = time.time_ns() if self.observers else 0
             try:
-                outputs = self.runnable.run_sync({t.name: t.data for t in tensors})
+                outputs = self.runnable.run_sync(step_inputs(tensors))
             except Exception as exc:  # noqa: BLE001 - a failing step must not stop the engine
                 self.step_failed(run, exc, started)
                 return
@@ -304,7 +314,7 @@ class StepProcessor(NodeProcessor):
     async def _run_async(self, run: Run) -> None:
         started = time.time_ns() if self.observers else 0
         try:
-            outputs = await self.runnable.run({t.name: t.data for t in run.tensors})
+            outputs = await self.runnable.run(step_inputs(run.tensors))
         except Exception as exc:  # noqa: BLE001
             self.step_failed(run, exc, started)
             return

@@ -152,7 +152,7 @@ def _pack_bytes(array: np.ndarray) -> bytes:
 
 def _decode_binary(value: bytes) -> tuple[str, tuple[Tensor, ...], str | None]:
     """Parse the binary framing; any inconsistency raises (struct.error, ValueError, ...)."""
-    buf = bytearray(value)  # one writable copy: step code may change its input arrays in place
+    buf = value  # the arrays are read-only views of it: step code is given copies of its own
     _, kind_code, count, error_len = _HEAD.unpack_from(buf)
     kind = KINDS[kind_code]
     pos = _HEAD.size + error_len
@@ -185,7 +185,7 @@ def _decode_binary(value: bytes) -> tuple[str, tuple[Tensor, ...], str | None]:
     return kind, tuple(tensors), error
 
 
-def _unpack_bytes(buf: bytearray, pos: int, end: int, count: int) -> np.ndarray:
+def _unpack_bytes(buf: bytes, pos: int, end: int, count: int) -> np.ndarray:
     items: list[bytes | str] = []
     for _ in range(count):
         length, tag = _ELEMENT.unpack_from(buf, pos)

@@ -19,6 +19,7 @@ from engine.cli import main as cli_main
 from engine.embedded import EmbeddedBus
 from engine.engine import Engine, RequestError
 from engine.lineage import Lineage, new_request_id, new_span_id, new_trace_id
+from engine.observe import StepEvent
 from engine.record import Record
 from engine.spec import load_pipelines
 from engine.tensors import DTYPES, Tensor, TensorError
@@ -194,6 +195,39 @@ def test_decided_keys_are_forgotten_a_window_later_when_no_partner_comes() -> No
             assert join.decided  # remembered while a partner may still come
             await asyncio.sleep(0.5)  # five windows
             assert not join.pending and not join.decided, (len(join.pending), len(join.decided))
+
+    run(main())
+
+
+def test_a_step_changing_its_inputs_in_place_changes_nothing_upstream() -> None:
+    """In Seldon every step decodes a request of its own. Here too: a step that zeroes its
+    input in place must not change what a sibling step is given, nor what the upstream
+    step is recorded to have produced."""
+    produced: dict[str, np.ndarray] = {}
+
+    class Recorder:
+        def on_step(self, event: StepEvent) -> None:
+            for t in event.outputs:
+                produced[event.step] = t.data
+
+        def on_pipeline_record(self, pipeline: str, port: str, record: Record) -> None:
+            pass
+
+    def zeroes(x: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        x["y"] *= 0
+        return {"z": x["y"]}
+
+    steps = [{"name": "a"}, {"name": "b", "inputs": ["a"]}, {"name": "c", "inputs": ["a"]}]
+    code = {"a": lambda x: {"y": x["x"] * 2}, "b": zeroes, "c": lambda x: {"w": x["y"] + 1}}
+
+    async def main() -> None:
+        async with Engine(one_step(steps=steps, output=["b", "c"]), code,
+                          observers=[Recorder()]) as eng:
+            res = await eng.infer("p", {"inputs": [fp("x", [3.0])]}, timeout=5)
+        assert res.ok
+        got = {t["name"]: t["data"] for t in res.to_json()["outputs"]}
+        assert got == {"z": [0.0], "w": [7.0]}, got
+        assert produced["a"].tolist() == [6.0]
 
     run(main())
 
