@@ -24,13 +24,16 @@ class BatchError(ValueError):
 def stack(runs: list[Run]) -> tuple[dict[str, np.ndarray], list[int]]:
     """Concatenate each input tensor along dim 0; returns the arrays and each run's rows."""
     names = [t.name for t in runs[0].tensors]
+    # same names and datatypes: concatenating FP32 with FP64 would turn both into FP64
+    kinds = {t.name: t.datatype for t in runs[0].tensors}
     sizes = []
     columns: dict[str, list[np.ndarray]] = {n: [] for n in names}
     for run in runs:
         tensors = {t.name: t.data for t in run.tensors}
-        if sorted(tensors) != sorted(names):
-            raise BatchError(f"batched requests carry different tensors: {sorted(tensors)} vs "
-                             f"{sorted(names)}")
+        theirs = {t.name: t.datatype for t in run.tensors}
+        if theirs != kinds:
+            raise BatchError(f"batched requests carry different tensors: {sorted(theirs.items())} "
+                             f"vs {sorted(kinds.items())}")
         rows = {a.shape[0] if a.ndim else -1 for a in tensors.values()}
         if len(rows) != 1 or -1 in rows:
             raise BatchError("every batched tensor needs the same dimension 0")

@@ -232,6 +232,28 @@ def test_a_step_changing_its_inputs_in_place_changes_nothing_upstream() -> None:
     run(main())
 
 
+def test_a_batch_never_mixes_datatypes() -> None:
+    """Stacking an FP32 request with an FP64 one would hand back FP64 to both: the batch
+    fails instead, each request told why, as for differing tensor names."""
+    pipes = load_pipelines({"metadata": {"name": "p"},
+                            "spec": {"steps": [{"name": "s", "batch": {"size": 2}}]}})
+
+    def tensor(datatype: str, value: float) -> dict[str, Any]:
+        return {"name": "x", "datatype": datatype, "shape": [1, 1], "data": [value]}
+
+    async def main() -> None:
+        async with Engine(pipes, {"s": lambda i: {"y": i["x"] * 2}}) as eng:
+            mixed = await asyncio.gather(eng.infer("p", {"inputs": [tensor("FP32", 1.0)]}),
+                                         eng.infer("p", {"inputs": [tensor("FP64", 2.0)]}))
+            same = await asyncio.gather(eng.infer("p", {"inputs": [tensor("FP32", 1.0)]}),
+                                        eng.infer("p", {"inputs": [tensor("FP32", 2.0)]}))
+        assert not any(r.ok for r in mixed)
+        assert all("different tensors" in (r.error or "") for r in mixed), [r.error for r in mixed]
+        assert [r.outputs[0].datatype for r in same] == ["FP32", "FP32"]
+
+    run(main())
+
+
 # -- lineage ------------------------------------------------------------------------------------
 def test_every_record_of_a_request_is_listed_across_chained_pipelines() -> None:
     pipes = one_step("first", steps=[{"name": "a"}], output=["a"])
