@@ -42,7 +42,7 @@ def print_request(store: TraceStore, request_id: str) -> int:
         for port in ("inputs", "outputs"):
             for name, view in r[port].items():
                 shown = view["data"].tolist() if view["data"] is not None else \
-                    {k: view[k] for k in ("mean", "std", "min", "max") if k in view}
+                    {k: view[k] for k in ("mean", "std", "min", "max", "hash") if view.get(k) is not None}
                 print(f"      {port[:-1]} {name} {view['datatype']}{view['shape']}: {shown}")
         if isinstance(r["error"], str):
             print(f"      error: {r['error']}")

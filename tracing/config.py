@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import functools
+import math
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
@@ -41,12 +42,29 @@ def yes_or_no(text: str) -> bool:
     raise ValueError(text)
 
 
+def count(text: str | int) -> int:
+    """A whole number >= 0."""
+    value = int(text)
+    if value < 0:
+        raise ValueError(text)
+    return value
+
+
+def seconds(text: str | float) -> float:
+    """A finite number > 0: the flusher thread waits that long between flushes (0, less or NaN
+    would make it spin, infinity is more than a thread can wait)."""
+    value = float(text)
+    if not 0.0 < value < math.inf:  # NaN fails too
+        raise ValueError(text)
+    return value
+
+
 # setting -> (variable, parser, what the parser accepts)
 ENV: dict[str, tuple[str, Callable[[str], Any], str]] = {
     "store": ("FLOWCAUSE_TRACE_STORE", str, "path"),
     "exporter": ("OTEL_TRACES_EXPORTER", str, "exporter name"),
-    "max_values": ("FLOWCAUSE_TRACE_MAX_VALUES", int, "integer"),
-    "flush_seconds": ("FLOWCAUSE_TRACE_FLUSH_SECONDS", float, "number"),
+    "max_values": ("FLOWCAUSE_TRACE_MAX_VALUES", count, "integer >= 0"),
+    "flush_seconds": ("FLOWCAUSE_TRACE_FLUSH_SECONDS", seconds, "finite number > 0"),
     "process": ("FLOWCAUSE_TRACE_PROCESS", yes_or_no, "yes/no (1, true, yes, on, 0, ...)"),
     "sampler": ("OTEL_TRACES_SAMPLER", str, "sampler name"),
     "sampler_arg": ("OTEL_TRACES_SAMPLER_ARG", str, "sampler argument"),
@@ -62,6 +80,18 @@ class TracingConfig:
     process: bool = False
     sampler: str = "parentbased_always_on"
     sampler_arg: str | None = None
+
+    def __post_init__(self) -> None:
+        """Settings given as arguments are held to what their variables accept."""
+        for name in ("max_values", "flush_seconds"):
+            _, parse, what = ENV[name]
+            value = getattr(self, name)
+            try:
+                valid = parse(value) == value
+            except (TypeError, ValueError):
+                valid = False
+            if not valid:
+                raise ValueError(f"{name}={value!r} is not a valid {what}")
 
     @classmethod
     def from_env(cls, **overrides: Any) -> TracingConfig:

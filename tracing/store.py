@@ -1,8 +1,9 @@
 """Reading the trace store: a pipeline's wide frame, one request's lineage, a summary.
 
 Times given to :meth:`TraceStore.frame` may be datetimes (naive ones are taken as UTC),
-pandas Timestamps, ISO-8601 strings, or numbers (epoch seconds); the window is half-open,
-``start <= arrival < end``, on the request's arrival at the pipeline's inputs topic.
+pandas Timestamps, ISO-8601 strings, or numbers, Python's or numpy's (epoch seconds); the
+window is half-open, ``start <= arrival < end``, on the request's arrival at the pipeline's
+inputs topic.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from tracing.files import NODE_SCHEMA, TENSOR_SCHEMA, committed, pipelines
 from tracing.frame import wide_frame
 from tracing.layout import to_layout
 
-TimeLike = datetime | pd.Timestamp | str | float | int | None
+TimeLike = datetime | pd.Timestamp | str | float | int | np.integer[Any] | np.floating[Any] | None
 FRAME_NODE_COLUMNS = ["request_id", "kind", "node", "generation", "status", "time", "finished",
                       "latency_ms"]
 FRAME_TENSOR_COLUMNS = ["request_id", "kind", "node", "generation", "direction", "name",
@@ -32,13 +33,17 @@ FRAME_TENSOR_COLUMNS = ["request_id", "kind", "node", "generation", "direction",
 # A step decides after its request arrived; rows of requests that arrived before midnight may
 # land in the next day's partition, so a window reads one more day than it spans.
 LATE_DAYS = 1
+# A request's first step is timed by its input's arrival, a little before the inputs row:
+# for a request that arrived just after midnight it may be in the day before.
+EARLY_DAYS = 1
 
 
 def to_timestamp(value: TimeLike) -> pd.Timestamp | None:
     if value is None:
         return None
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return pd.Timestamp(int(value * 1e9), unit="ns", tz="UTC")
+    if isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool):
+        # numpy's numbers too: pd.Timestamp would read them as nanoseconds
+        return pd.Timestamp(int(float(value) * 1e9), unit="ns", tz="UTC")
     stamp = pd.Timestamp(value)
     return stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
 
@@ -82,7 +87,7 @@ class TraceStore:
         into that layout by :func:`tracing.layout.to_layout`."""
         lo, hi = to_timestamp(start), to_timestamp(end)
         files = committed(self.root, [pipeline],
-                          lo.date() if lo is not None else None,
+                          (lo.date() - timedelta(days=EARLY_DAYS)) if lo is not None else None,
                           (hi.date() + timedelta(days=LATE_DAYS)) if hi is not None else None)
         nodes = _read([n for n, _ in files], NODE_SCHEMA, FRAME_NODE_COLUMNS)
         arrivals = nodes.loc[nodes["kind"] == "inputs", "request_id"].unique()
@@ -145,11 +150,12 @@ def tensor_view(row: Mapping[str, Any]) -> dict[str, Any]:
     shape = [int(d) for d in row["shape"]]
     datatype = row["datatype"]
     data: np.ndarray | None = None
-    if row["size"] == 1:
-        single = row["text"] if datatype == "BYTES" else row["value"]
-        data = np.array([single], dtype=DTYPES[datatype]).reshape(shape)
+    if row["size"] == 1 and datatype == "BYTES":
+        data = np.array([row["text"]], dtype=object).reshape(shape)
+    elif row["size"] == 1:
+        data = _numbers([row["value"]], datatype).reshape(shape)
     elif row["values"] is not None:
-        data = np.asarray(row["values"], np.float64).astype(DTYPES[datatype]).reshape(shape)
+        data = _numbers(row["values"], datatype).reshape(shape)
     elif row["strings"] is not None:
         data = np.array(list(row["strings"]), dtype=object).reshape(shape)
     view = {"datatype": datatype, "shape": shape, "data": data,
@@ -157,3 +163,16 @@ def tensor_view(row: Mapping[str, Any]) -> dict[str, Any]:
     view.update({k: row[k] for k in ("mean", "std", "min", "max", "l2", "nan_count")
                  if not pd.isna(row[k])})
     return view
+
+
+def _numbers(values: Any, datatype: str) -> np.ndarray:
+    """Stored float64 values in the tensor's dtype; as float64 when an integer dtype cannot
+    hold them all (INT64 2^63 - 1 is stored rounded to 2^63: cast, it would wrap or overflow)."""
+    floats = np.asarray(values, np.float64)
+    dtype = DTYPES[datatype]
+    if dtype.kind in "iu":
+        info = np.iinfo(dtype)
+        top = 2.0 ** (info.bits - 1 if info.min < 0 else info.bits)  # info.max + 1, exact
+        if not ((floats >= info.min) & (floats < top)).all():
+            return floats
+    return floats.astype(dtype)
