@@ -65,10 +65,14 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     async def main() -> list[dict[str, Any]]:
         async with Engine(compiled, registry, models=_model_map(args.model)) as engine:
-            results = await asyncio.gather(*(
-                engine.infer(target, r, result_of=args.result_of, timeout=args.timeout)
-                for r in requests
-            ))
+            try:
+                results = await asyncio.gather(*(
+                    engine.infer(target, r, result_of=args.result_of, timeout=args.timeout)
+                    for r in requests
+                ))
+            except TimeoutError:  # an OSError, reported by main; without a message of its own
+                raise TimeoutError(f"timed out after {args.timeout:g} s waiting for pipeline "
+                                   f"{args.result_of or target!r}") from None
         return [r.to_json() for r in results]
 
     out = asyncio.run(main())

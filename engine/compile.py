@@ -15,7 +15,7 @@ from engine.refs import Ref, parse_ref
 from engine.spec import DEFAULT_JOIN_WINDOW_MS, Batch, JoinType, Pipeline
 from engine.tensors import Tensor
 from engine.topics import Topics
-from engine.validate import validate
+from engine.validate import sink_steps, validate
 
 DEFAULT_MAX_STEP_REVISITS = 10
 DEFAULT_BATCH_WINDOW_MS = 100
@@ -142,16 +142,6 @@ def _window_s(ms: int | None) -> float:
     return (DEFAULT_JOIN_WINDOW_MS if ms is None else ms) / 1000.0
 
 
-def _sink_steps(pipeline: Pipeline) -> list[str]:
-    consumed = set()
-    for step in pipeline.steps:
-        for text in [*step.inputs, *step.triggers]:
-            ref = parse_ref(text, pipeline)
-            if ref.step:
-                consumed.add(ref.step)
-    return [s.name for s in pipeline.steps if s.name not in consumed]
-
-
 def compile_pipelines(pipelines: Iterable[Pipeline], topics: Topics | None = None) -> CompiledPipelines:
     """Validate and compile; raises :class:`PipelineInvalid` listing every problem."""
     pipelines = list(pipelines)
@@ -202,7 +192,7 @@ def compile_pipelines(pipelines: Iterable[Pipeline], topics: Topics | None = Non
                 )
             )
         output = p.output
-        out_steps = output.steps if output and output.steps else _sink_steps(p)
+        out_steps = output.steps if output and output.steps else sink_steps(p)
         nodes.append(
             NodePlan(
                 pipeline=p.name,

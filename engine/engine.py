@@ -270,12 +270,24 @@ class Engine:
                 raise RequestError(f"request to {pipeline!r}: {exc}") from None
             request_id = request_id or request.get("id")
             params = request.get("parameters") or {}
+            if not isinstance(params, Mapping):
+                raise RequestError(f"request to {pipeline!r}: 'parameters' must be a mapping, "
+                                   f"got {type(params).__name__}")
             traceparent = traceparent or params.get("traceparent")
             tracestate = tracestate or params.get("tracestate")
-        else:
+        elif isinstance(request, Iterable) and not isinstance(request, str | bytes):
             tensors = tuple(request)
+            others = {type(t).__name__ for t in tensors if not isinstance(t, Tensor)}
+            if others:
+                raise RequestError(f"request to {pipeline!r}: expected Tensor objects, got "
+                                   f"{', '.join(sorted(others))}")
+        else:
+            raise RequestError(f"request to {pipeline!r}: expected OIP v2 JSON (a mapping) or "
+                               f"tensors, got {type(request).__name__}")
         parent_sampled: bool | None = None
         if traceparent:
+            if not isinstance(traceparent, str):
+                raise RequestError(f"request to {pipeline!r}: traceparent must be a string")
             try:
                 trace_id, parent_span, parent_sampled = parse_traceparent(traceparent)
             except ValueError as exc:

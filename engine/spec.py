@@ -154,7 +154,8 @@ def _from_document(doc: Any, source: Source) -> Pipeline:
         raise SpecError(
             f"{where}: expected apiVersion {API_VERSION} kind {KIND}, got {api_version} {kind}"
         )
-    name = (doc.get("metadata") or {}).get("name", "<unnamed>")
+    metadata = doc.get("metadata")
+    name = metadata.get("name", "<unnamed>") if isinstance(metadata, dict) else "<unnamed>"
     try:
         return Pipeline.model_validate({**doc, "source": source})
     except ValidationError as exc:

@@ -22,6 +22,9 @@ def _resolve(
     except RefError as exc:
         return None, f"{where}: {owner}: {exc}"
     own = ref.pipeline == pipeline.name
+    if external and own:
+        return None, (f"{where}: {owner}: reference {text!r} names the pipeline itself; a pipeline "
+                      "cannot take its own records as external inputs")
     if own and ref.step is not None and ref.step not in {s.name for s in pipeline.steps}:
         return None, f"{where}: {owner}: reference {text!r} names a step that does not exist"
     if not external and not own:
@@ -64,7 +67,8 @@ def pipeline_problems(pipeline: Pipeline) -> list[str]:
                             f"{where}: {owner}: trigger {text!r}: step {ref.step!r} is both in "
                             "inputs and in triggers"
                         )
-        problems += _tensor_map_problems(p, step.tensor_map, [*step.inputs, *step.triggers],
+        problems += _tensor_map_problems(p, step.tensor_map,
+                                         [*(step.inputs or [f"{p.name}.inputs"]), *step.triggers],
                                          p.where("spec", "steps", i, "tensorMap"), owner, False)
     if p.input is not None:
         owner = f"{head}: spec.input"
@@ -89,6 +93,9 @@ def pipeline_problems(pipeline: Pipeline) -> list[str]:
                     f"{p.where('spec', 'output', 'steps', j)}: {head}: output step {name!r} "
                     "names a step that does not exist"
                 )
+        problems += _tensor_map_problems(p, p.output.tensor_map, p.output.steps or sink_steps(p),
+                                         p.where("spec", "output", "tensorMap"),
+                                         f"{head}: spec.output", False)
     if not p.spec.allow_cycles:
         try:
             cycle = nx.find_cycle(deps)
@@ -101,6 +108,18 @@ def pipeline_problems(pipeline: Pipeline) -> list[str]:
                 "to allow it"
             )
     return problems
+
+
+def sink_steps(p: Pipeline) -> list[str]:
+    """The steps no other step consumes: the output when ``output.steps`` is not given."""
+    consumed: set[str | None] = set()
+    for step in p.steps:
+        for text in [*step.inputs, *step.triggers]:
+            try:
+                consumed.add(parse_ref(text, p).step)
+            except RefError:
+                continue  # reported by the reference checks
+    return [s.name for s in p.steps if s.name not in consumed]
 
 
 def _tensor_map_problems(
