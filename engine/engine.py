@@ -241,8 +241,12 @@ class Engine:
                                       lineage=lin))
 
     def _on_control(self, record: Record) -> None:
+        """A pipeline's output stage skipped (no branch reached it) ends the wait with no
+        outputs; but not in a pipeline with cycles, where a later turn of the loop may still
+        reach it (Seldon has no absence notices: there the output simply comes, or not)."""
         lin = record.lineage
-        if lin.origin == "outputs" and record.error and record.error.startswith("skipped"):
+        if (lin.origin == "outputs" and record.error and record.error.startswith("skipped")
+                and not self.compiled.pipelines[lin.pipeline].spec.allow_cycles):
             self._resolve(lin.request_id, lin.pipeline,
                           InferenceResult(lin.request_id, lin.pipeline, lineage=lin))
 

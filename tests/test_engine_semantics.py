@@ -254,6 +254,33 @@ def test_a_batch_never_mixes_datatypes() -> None:
     run(main())
 
 
+def test_a_loop_answers_with_the_output_its_last_turn_makes() -> None:
+    """The output step is skipped on the loop's first turns (the router sends the value
+    round again) and runs on the last: the answer is that output, not the first turns'
+    absence."""
+    pipes = load_pipelines({"metadata": {"name": "p"}, "spec": {
+        "allowCycles": True,
+        "steps": [
+            {"name": "inc", "inputs": ["p.inputs.x", "check.outputs.again"],
+             "tensorMap": {"check.outputs.again": "x"}, "inputsJoinType": "any"},
+            {"name": "check", "inputs": ["inc"]},
+            {"name": "fin", "inputs": ["check.outputs.done"]}],
+        "output": {"steps": ["fin"]}}})
+
+    def check(x: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return {"again": x["v"]} if x["v"][0] < 3 else {"done": x["v"]}
+
+    code = {"inc": lambda x: {"v": x["x"] + 1}, "check": check,
+            "fin": lambda x: {"result": x["done"] * 100}}
+
+    async def main() -> None:
+        async with Engine(pipes, code) as eng:
+            res = await eng.infer("p", {"inputs": [fp("x", [0.0])]}, timeout=5)
+        assert res.ok and [(t.name, t.data.tolist()) for t in res.outputs] == [("result", [300.0])]
+
+    run(main())
+
+
 # -- lineage ------------------------------------------------------------------------------------
 def test_every_record_of_a_request_is_listed_across_chained_pipelines() -> None:
     pipes = one_step("first", steps=[{"name": "a"}], output=["a"])
