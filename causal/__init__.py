@@ -17,6 +17,7 @@ from typing import Any
 import pandas as pd
 
 from causal.encoding import usable_columns
+from causal.frames import WindowError, check_numbers, check_rows
 from causal.graph import CausalGraph, NodeInfo, PipelineSource, build_graph
 from causal.methods import METHODS, Method, UnsupportedMode
 from causal.result import Candidate, Ranking
@@ -32,7 +33,12 @@ def graph_for(graph_or_spec: GraphOrSpec, *frames: pd.DataFrame,
     columns: list[str] = []
     for frame in frames:
         columns += [c for c in usable_columns(frame) if c not in columns]
-    return build_graph(graph_or_spec, columns, layout)
+    graph = build_graph(graph_or_spec, columns, layout)
+    if not graph.nodes:
+        shown = ", ".join(columns[:5]) + (", ..." if len(columns) > 5 else "")
+        raise WindowError(f"none of the columns ({shown or 'none'}) are nodes of the pipeline "
+                          f"(missing layout?)")
+    return graph
 
 
 def make_method(method: str, **opts: Any) -> Method:
@@ -45,7 +51,10 @@ def localise(graph_or_spec: GraphOrSpec, reference: pd.DataFrame, incident: pd.D
              method: str = "flowcause", *, layout: Mapping[str, str] | None = None,
              **opts: Any) -> Ranking:
     """Rank the steps that may have caused ``incident`` to differ from ``reference``."""
+    check_rows(reference, "reference")
+    check_rows(incident, "incident")
     graph = graph_for(graph_or_spec, reference, incident, layout=layout)
+    check_numbers(graph.nodes, {"reference": reference, "incident": incident})
     runner = make_method(method, **opts)
     start = time.perf_counter()
     ranking = runner.shift(graph, reference, incident)
@@ -59,7 +68,10 @@ def explain_request(graph_or_spec: GraphOrSpec, reference: pd.DataFrame,
     """Rank the steps that may have made one request (a row of a frame) go wrong."""
     row = request.to_frame().T if isinstance(request, pd.Series) else request.iloc[:1]
     row = row.infer_objects()
+    check_rows(reference, "reference")
+    check_rows(row, "request", 1)
     graph = graph_for(graph_or_spec, reference, row, layout=layout)
+    check_numbers(graph.nodes, {"reference": reference, "request": row})
     runner = make_method(method, **opts)
     start = time.perf_counter()
     ranking = runner.anomaly(graph, reference, row)
@@ -68,4 +80,4 @@ def explain_request(graph_or_spec: GraphOrSpec, reference: pd.DataFrame,
 
 
 __all__ = ["METHODS", "Candidate", "CausalGraph", "Method", "NodeInfo", "Ranking",
-           "UnsupportedMode", "build_graph", "explain_request", "graph_for", "localise"]
+           "UnsupportedMode", "WindowError", "build_graph", "explain_request", "graph_for", "localise"]

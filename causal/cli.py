@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 
 from causal import METHODS, explain_request, graph_for, localise
-from causal.frames import read_window
+from causal.frames import WindowError, read_window
 from engine.spec import load_pipelines
 
 
@@ -28,6 +28,13 @@ def _options(pairs: list[str]) -> dict[str, object]:
 
 
 def cmd_localise(args: argparse.Namespace) -> int:
+    try:
+        return _localise(args)
+    except WindowError as exc:  # the data, not the options: exit 1, as `flowcause report`
+        raise SystemExit(f"flowcause: {exc}") from None
+
+
+def _localise(args: argparse.Namespace) -> int:
     pipelines = [p for f in args.pipeline for p in load_pipelines(Path(f))]
     names = [p.name for p in pipelines]
     layout = None

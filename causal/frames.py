@@ -15,6 +15,34 @@ from pathlib import Path
 import pandas as pd
 
 STORE_PREFIX = "store:"
+MIN_ROWS = 2  # the fewest requests a window needs: mechanisms are cross-fitted on two halves
+
+
+class WindowError(ValueError):
+    """Windows that cannot be ranked: too few requests, columns that are no nodes of the
+    pipeline, or a numeric column holding values that are no numbers."""
+
+
+def check_rows(frame: pd.DataFrame, name: str, least: int = MIN_ROWS) -> None:
+    if len(frame) < least:
+        raise WindowError(f"the {name} window holds {len(frame)} request{'s' * (len(frame) != 1)}; "
+                          f"a ranking needs at least {least}")
+
+
+def check_numbers(columns: Sequence[str], frames: Mapping[str, pd.DataFrame]) -> None:
+    """A column that is numeric in one window must read as numbers in every window (one
+    value with a typo, ``100.0x``, makes pandas read a whole CSV column as text)."""
+    for col in columns:
+        held = {name: f[col] for name, f in frames.items() if col in f}
+        if not any(pd.api.types.is_numeric_dtype(s) for s in held.values()):
+            continue
+        for name, series in held.items():
+            if pd.api.types.is_numeric_dtype(series):
+                continue
+            bad = series[pd.to_numeric(series, errors="coerce").isna() & series.notna()]
+            if len(bad):
+                raise WindowError(f"column {col!r} of the {name} window holds values that are no "
+                                  f"numbers (e.g. {bad.iloc[0]!r}) where the other window's are")
 
 
 def read_window(source: str, pipelines: Sequence[str],

@@ -82,6 +82,10 @@ def cmd_suite(args: argparse.Namespace) -> int:
     from scenarios import suite
 
     methods = _methods(args.methods or [DEFAULT_METHOD])
+    if args.repeats < 1:
+        print(f"flowcause: --repeats {args.repeats}: a suite runs each scenario at least once",
+              file=sys.stderr)
+        return 2
     _check_tracing_settings()
     _quiet_kafka_client()
     try:

@@ -32,6 +32,7 @@ from scenarios.spec import (
     NanParams,
     NoiseParams,
     ReplaceParams,
+    ScenarioError,
     ShiftParams,
     StuckParams,
 )
@@ -62,15 +63,16 @@ class Injection:
 
 
 def load_code(spec: str, resolve_module: Callable[[str], str] = lambda m: m) -> Any:
-    """``module:attr`` -> the object (``module`` dotted, or a .py path via ``resolve_module``)."""
+    """``module:attr`` -> the object (``module`` dotted, or a .py path via ``resolve_module``).
+    A scenario names it, so a bad name is a :class:`ScenarioError` (found before the run)."""
     module, sep, attr = spec.rpartition(":")
     if not sep or not module or not attr:
-        raise ValueError(f"replacement code must be 'module:attr', got {spec!r}")
+        raise ScenarioError(f"code must be 'module:attr', got {spec!r}")
     mod = import_module(resolve_module(module))
     try:
         return getattr(mod, attr)
     except AttributeError:
-        raise ValueError(f"{module} has no {attr!r}") from None
+        raise ScenarioError(f"code {spec!r}: {module} has no {attr!r}") from None
 
 
 # -- tensor transforms --------------------------------------------------------------------

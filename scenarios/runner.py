@@ -25,7 +25,7 @@ from engine.steps import StepRegistry
 from engine.tensors import Tensor
 from scenarios import traffic
 from scenarios.faults import Arrays, Injection, transform, wrap_step
-from scenarios.spec import INPUTS, Scenario
+from scenarios.spec import INPUTS, Scenario, ScenarioError
 from scenarios.transports import create_transport
 from tracing.config import TracingConfig, build
 
@@ -116,6 +116,8 @@ async def execute(scenario: Scenario, out: Path, *, seed: int | None = None,
                   progress: bool = True) -> Execution:
     """Run ``scenario``'s traffic and record it in ``out/store`` (replaced if present)."""
     seed = scenario.traffic.seed if seed is None else seed
+    if seed < 0:
+        raise ScenarioError(f"seed {seed}: a seed is 0 or more")
     pipelines = scenario.pipelines()
     target = scenario.target or pipelines[0].name
     waits_for = scenario.result_of or target

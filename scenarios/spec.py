@@ -7,6 +7,7 @@ code) are relative to the scenario file. docs/scenarios.md describes the format.
 
 from __future__ import annotations
 
+import csv
 from pathlib import Path
 from typing import Any, Literal
 
@@ -84,7 +85,7 @@ class Generator(_Model):
 
 
 class Traffic(_Model):
-    seed: int = 0
+    seed: int = Field(default=0, ge=0)  # numpy seeds are non-negative
     rate: float | None = Field(default=None, gt=0)  # requests/s; None: as fast as it goes
     concurrency: int = Field(default=128, ge=1)  # requests in flight at most
     inputs: dict[str, TensorDistribution] | None = None
@@ -251,9 +252,17 @@ class Scenario(_Model):
         return list(dict.fromkeys(t for f in self.faults if (t := f.truth) is not None))
 
     def with_counts(self, healthy: int | None = None, incident: int | None = None) -> Scenario:
-        phases = self.phases.model_copy(update={"healthy": healthy or self.phases.healthy,
-                                                "incident": incident or self.phases.incident})
-        return self.model_copy(update={"phases": phases})
+        """The scenario with other phase counts (None: the scenario's), checked as if the
+        file had them."""
+        counts = {k: v for k, v in (("healthy", healthy), ("incident", incident)) if v is not None}
+        try:
+            phases = Phases.model_validate({**self.phases.model_dump(), **counts})
+        except ValidationError as exc:
+            raise ScenarioError("; ".join(f"{e['loc'][0]} {counts.get(str(e['loc'][0]))}: {e['msg']}"
+                                          for e in exc.errors())) from None
+        scenario = self.model_copy(update={"phases": phases})
+        _check_starts(scenario, self.name)
+        return scenario
 
 
 def load_scenario(path: str | Path) -> Scenario:
@@ -287,6 +296,48 @@ def _check_names(scenario: Scenario, file: Path) -> None:
         if name is not None and name not in names:
             raise ScenarioError(f"{file}: {key} {name!r} is not one of {', '.join(names)}")
     steps = {s.name for p in pipelines for s in p.steps}
-    for fault in scenario.faults:
+    # what a ranking can name (scenarios/score.py): a step, a pipeline (its inputs), its outputs
+    suspects = steps | {INPUTS, *names, *(f"{n}.outputs" for n in names)}
+    tensors = _traffic_tensors(scenario, file)
+    for i, fault in enumerate(scenario.faults):
         if fault.step != INPUTS and fault.step not in steps:
             raise ScenarioError(f"{file}: fault on unknown step {fault.step!r}")
+        if fault.ground_truth is not None and fault.ground_truth not in suspects:
+            raise ScenarioError(f"{file}: faults.{i}.ground_truth {fault.ground_truth!r} is neither a "
+                                f"step nor a pipeline ({', '.join(sorted(suspects))})")
+        unknown = [t for t in getattr(fault.params, "tensors", None) or []
+                   if tensors is not None and t not in tensors]
+        if fault.step == INPUTS and unknown:
+            raise ScenarioError(f"{file}: faults.{i}.params.tensors: {', '.join(unknown)} not among "
+                                f"the traffic's tensors ({', '.join(tensors or [])})")
+    _check_starts(scenario, str(file))
+
+
+def _traffic_tensors(scenario: Scenario, file: Path) -> list[str] | None:
+    """The traffic's tensor names (None for a generator's: known once it runs); the columns a
+    CSV replay reads must be in its file."""
+    traffic = scenario.traffic
+    if traffic.inputs is not None:
+        return list(traffic.inputs)
+    if traffic.csv is None:
+        return None
+    path = scenario.path(traffic.csv.path)
+    try:
+        with path.open(newline="", encoding="utf-8") as f:
+            header = next(csv.reader(f), [])
+    except OSError as exc:
+        raise ScenarioError(f"{file}: cannot read traffic.csv.path {path}: {exc.strerror}") from None
+    missing = [c.column for c in traffic.csv.tensors.values() if c.column not in header]
+    if missing:
+        raise ScenarioError(f"{file}: traffic.csv: no column {', '.join(missing)} in {path} "
+                            f"(it has {', '.join(header)})")
+    return list(traffic.csv.tensors)
+
+
+def _check_starts(scenario: Scenario, where: str) -> None:
+    """A fault starting at or after the last incident request would never be switched on."""
+    incident = scenario.phases.incident
+    for i, fault in enumerate(scenario.faults):
+        if fault.start >= incident:
+            raise ScenarioError(f"{where}: faults.{i}.start {fault.start} is not below the "
+                                f"{incident} incident requests (the fault would never start)")
