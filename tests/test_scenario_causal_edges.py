@@ -15,6 +15,7 @@ from engine.spec import load_pipelines
 from scenarios import cli
 from scenarios.spec import ScenarioError, load_scenario
 from scenarios.suite import BUILTIN
+from tests.test_scenario_spec import write  # a one-step scenario: pipeline p, step a, tensor x
 from tracing.layout import load_layout
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -25,15 +26,6 @@ LAYOUT = ROOT / "causal" / "layouts" / "insurance_claims.yaml"
 DEMO = BUILTIN / "insurance_claims_bug.yaml"
 CODE = "scenarios.steps.insurance_bugs:classify_claim_complexity"
 
-PIPELINE = """\
-apiVersion: mlops.seldon.io/v1alpha1
-kind: Pipeline
-metadata: {name: p}
-spec:
-  steps:
-    - name: a
-      inputs: [p.inputs.x]
-"""
 CSV = "traffic:\n  csv:\n    path: rows.csv\n    tensors: {x: {column: amount}}\n"
 
 
@@ -46,15 +38,6 @@ def flowcause(*argv: str) -> int:
     return int(args.func(args))
 
 
-def write(tmp_path: Path, body: str) -> Path:
-    """A one-step scenario (pipeline ``p``, step ``a``, traffic tensor ``x``)."""
-    (tmp_path / "p.yaml").write_text(PIPELINE)
-    (tmp_path / "rows.csv").write_text("amount,kind\n1.5,a\n2.5,b\n3.5,c\n")
-    path = tmp_path / "s.yaml"
-    path.write_text("name: s\npipeline: p.yaml\nsteps: some.module\n" + body)
-    return path
-
-
 def demo(tmp_path: Path, old: str = "", new: str = "") -> Path:
     """The built-in demo scenario with ``old`` replaced by ``new``, in ``tmp_path``."""
     text = DEMO.read_text().replace("../", f"{BUILTIN.parent}/")
@@ -64,7 +47,7 @@ def demo(tmp_path: Path, old: str = "", new: str = "") -> Path:
     return path
 
 
-# -- 1. phase counts from the command line ------------------------------------------------
+# -- phase counts from the command line ------------------------------------------------
 @pytest.mark.parametrize(("healthy", "incident", "message"), [
     (0, None, "healthy 0"), (1, None, "healthy 1"), (None, 1, "incident 1"), (None, -5, "incident -5"),
 ])
@@ -93,7 +76,7 @@ def test_run_scenario_refuses_zero_healthy_requests(tmp_path: Path, capsys: pyte
     assert not (tmp_path / "o").exists()
 
 
-# -- 2. scenario file mistakes: one line, exit 2 ------------------------------------------
+# -- scenario file mistakes: one line, exit 2 ------------------------------------------
 @pytest.mark.parametrize(("old", "new", "message"), [
     (CODE, "scenarios.steps.insurance_bugs:nope", "has no 'nope'"),
     ("{column: witnesses,", "{column: witnessez,", "no column witnessez"),
@@ -116,7 +99,7 @@ def test_a_negative_seed_option_is_refused(tmp_path: Path, capsys: pytest.Captur
     assert not (tmp_path / "o" / "store").exists()
 
 
-# -- 3. names and starts checked at load time ---------------------------------------------
+# -- names and starts checked at load time ---------------------------------------------
 @pytest.mark.parametrize(("fault", "message"), [
     ("{step: a, type: latency, params: {ms: 5}, ground_truth: b}", "ground_truth 'b' is neither"),
     ("{step: a, type: latency, params: {ms: 5}, start: 500}", "start 500 is not below the 500"),
@@ -138,7 +121,7 @@ def test_what_a_ranking_can_name_is_a_valid_ground_truth(tmp_path: Path) -> None
     assert load_scenario(write(tmp_path, generated)).faults[0].step == "inputs"  # known when run
 
 
-# -- 4. columns that are no nodes ---------------------------------------------------------
+# -- columns that are no nodes ---------------------------------------------------------
 def test_localise_without_the_layout_says_so(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit, match=r"none of the columns \(input, .*missing layout"):
         flowcause("localise", "--pipeline", str(SPEC), "--reference", str(DATA / "normal_1.csv"),
@@ -149,7 +132,7 @@ def test_localise_without_the_layout_says_so(capsys: pytest.CaptureFixture[str])
         causal.localise(load_pipelines(SPEC), frame, frame)
 
 
-# -- 5. tiny and malformed windows --------------------------------------------------------
+# -- tiny and malformed windows --------------------------------------------------------
 @pytest.fixture(scope="module")
 def windows() -> tuple[pd.DataFrame, pd.DataFrame]:
     return pd.read_csv(DATA / "normal_1.csv"), pd.read_csv(DATA / "broken_app_1.csv")
@@ -203,7 +186,7 @@ def test_localise_cli_reports_a_one_row_window(tmp_path: Path, windows: tuple[pd
     assert isinstance(stopped.value.code, str)  # printed to stderr, exit status 1
 
 
-# -- 6. suite repeats ---------------------------------------------------------------------
+# -- suite repeats ---------------------------------------------------------------------
 @pytest.mark.parametrize("repeats", ["0", "-1"])
 def test_suite_needs_one_repeat(tmp_path: Path, capsys: pytest.CaptureFixture[str], repeats: str) -> None:
     scenarios = tmp_path / "scenarios"
