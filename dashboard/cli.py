@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from dashboard.data import Comparison, choose_target, from_csv, from_store
+from dashboard.data import Comparison, choose_target, from_csv, from_store, too_few
 from dashboard.runs import scenario_run
 from dashboard.settings import Settings
 from dashboard.windows import parse_window
@@ -74,11 +74,16 @@ def cmd_report(args: argparse.Namespace) -> int:
     except ValueError as exc:  # bad options, windows, layouts or specs: the message says which
         print(f"flowcause report: {exc}", file=sys.stderr)
         return 2
-    if data.reference.empty or data.incident.empty:
-        empty = "reference" if data.reference.empty else "incident"
-        print(f"flowcause report: the {empty} window holds no requests", file=sys.stderr)
+    for name, frame in (("reference", data.reference), ("incident", data.incident)):
+        problem = too_few(name, len(frame))
+        if problem:
+            print(f"flowcause report: {problem}", file=sys.stderr)
+            return 1
+    try:
+        report = build_report(data, method=args.method, request_id=args.request)
+    except causal.WindowError as exc:  # windows the ranking cannot use: the message says why
+        print(f"flowcause report: {exc}", file=sys.stderr)
         return 1
-    report = build_report(data, method=args.method, request_id=args.request)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(render(report, fmt), encoding="utf-8")

@@ -6,8 +6,9 @@ files keep their own column names, and the layout (column name -> reference,
 latency, so their reports have no timeline and no lineage.
 
 Chained pipelines (one pipeline's inputs fed by another's outputs) are compared together:
-the window selects requests of the *target* pipeline (where traffic enters) and the frames
-of the other pipelines join on the request id, which stays the same along the chain.
+the window selects requests of the *target* pipeline (by default where traffic enters) and
+the frames of the other pipelines join on the request id, which stays the same along the
+chain.
 """
 
 from __future__ import annotations
@@ -22,6 +23,10 @@ import pandas as pd
 from dashboard.windows import Window
 from engine.spec import Pipeline
 from tracing.store import TraceStore
+
+# the fewest requests of a window the ranking handles (causal.frames.MIN_ROWS, not imported
+# here: the causal package is slow to import and every flowcause command loads this module)
+MIN_REQUESTS = 2
 
 
 @dataclass
@@ -54,8 +59,8 @@ def window_frame(store: TraceStore, pipelines: Sequence[Pipeline], target: str, 
     others = [p for p in pipelines if p.name != target]
     if not others or first.empty:
         return first
-    start = first["time"].min()  # chained pipelines see a request after its target does
-    return first.join([store.frame(p.name, start).drop(columns="time") for p in others], how="left")
+    # read whole: a pipeline upstream of the target saw the window's requests before it did
+    return first.join([store.frame(p.name).drop(columns="time") for p in others], how="left")
 
 
 def _window_summary(window: Window, frame: pd.DataFrame) -> dict[str, Any]:
@@ -63,6 +68,14 @@ def _window_summary(window: Window, frame: pd.DataFrame) -> dict[str, Any]:
     return {"window": window.text, "requests": len(frame),
             "first": times.min().isoformat() if times is not None else None,
             "last": times.max().isoformat() if times is not None else None}
+
+
+def too_few(name: str, requests: int) -> str | None:
+    """Why the ``name`` window of ``requests`` requests cannot be ranked; None if it can."""
+    if requests >= MIN_REQUESTS:
+        return None
+    held = f"{requests} request{'s' * (requests != 1)}" if requests else "no requests"
+    return f"the {name} window holds {held}; at least {MIN_REQUESTS} are needed"
 
 
 def from_store(store: TraceStore, pipelines: Sequence[Pipeline], reference: Window, incident: Window,

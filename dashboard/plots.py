@@ -21,6 +21,15 @@ from matplotlib.figure import Figure  # noqa: E402
 REFERENCE_COLOUR, INCIDENT_COLOUR = "#3b75af", "#d1495b"
 ABSENT = "(absent)"
 MAX_CATEGORIES = 12  # a column with at most this many distinct values is drawn as categories
+MAX_TITLE = 60  # characters of a plot title; a longer one would widen the figure
+
+
+def short_title(name: str, width: int = MAX_TITLE) -> str:
+    """``name``, cut in the middle to ``width`` characters when longer: both ends stay."""
+    if len(name) <= width:
+        return name
+    head = width // 2
+    return name[:head] + "…" + name[len(name) - (width - 1 - head):]
 
 
 def _categories(series: pd.Series) -> pd.Series:
@@ -81,7 +90,7 @@ def distribution_figure(title: str, reference: pd.Series, incident: pd.Series) -
             ax.hist(present, bins=bins, weights=np.full(len(present), 1 / max(len(series), 1)),
                     alpha=0.55, color=colour, label=f"{name} (n={len(series)}, absent {absent:.0%})")
         ax.set_ylabel("share of requests")
-    ax.set_title(title, fontsize=9)
+    ax.set_title(short_title(title), fontsize=9)
     ax.tick_params(labelsize=8)
     ax.legend(fontsize=7, frameon=False)
     return fig

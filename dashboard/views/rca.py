@@ -6,15 +6,19 @@ offline report, so the page and a report on the same choices agree.
 
 from __future__ import annotations
 
+import re
+from urllib.parse import urlencode
+
 import pandas as pd
 import streamlit as st
 
 import causal
 from dashboard import context
-from dashboard.context import option, settings_specs, store_version
+from dashboard.context import frame, option, settings_specs, store_version
 from dashboard.dag import dag_svg, step_graph
+from dashboard.data import too_few
 from dashboard.html_report import render_html, verdict
-from dashboard.plots import distribution_figure, timeline_figure
+from dashboard.plots import MAX_TITLE, distribution_figure, timeline_figure
 from dashboard.report import (
     HEALTH_HEADER,
     RANKING_HEADER,
@@ -35,6 +39,14 @@ def ranking_table(report: Report) -> pd.DataFrame:
     return pd.DataFrame(ranking_rows(report.ranking), columns=RANKING_HEADER)
 
 
+def lineage_link(pipeline: str, request_id: str) -> str:
+    """A Markdown link to the trace explorer on the request, whatever characters its id holds:
+    the query is URL-encoded, the text's punctuation escaped."""
+    query = urlencode({"page": "traces", "pipeline": pipeline, "request": request_id})
+    text = re.sub(r"([!-/:-@\[-`{-~])", r"\\\1", request_id)
+    return f"[{text}](?{query})"
+
+
 def _evidence(report: Report) -> None:
     ref, inc = report.comparison.reference, report.comparison.incident
     for e in report.evidence:
@@ -43,6 +55,8 @@ def _evidence(report: Report) -> None:
         for start in range(0, len(columns), 3):
             for col, name in zip(st.columns(3), columns[start:start + 3], strict=False):
                 col.pyplot(distribution_figure(name, window_column(ref, name), window_column(inc, name)))
+                if len(name) > MAX_TITLE:  # the plot's title is shortened
+                    col.caption(name)
 
 
 def render(settings: Settings) -> None:
@@ -54,10 +68,13 @@ def render(settings: Settings) -> None:
         st.stop()
     version = store_version(settings.store)
     ref_default, inc_default = default_windows(settings, pipeline, version)
+    # keyed, seeded once: the defaults move as the store grows, the windows typed stay
+    st.session_state.setdefault("rca_reference", st.query_params.get("reference", ref_default))
+    st.session_state.setdefault("rca_incident", st.query_params.get("incident", inc_default))
     left, middle, right = st.columns(3)
-    reference = left.text_input("Reference window", st.query_params.get("reference", ref_default),
+    reference = left.text_input("Reference window", key="rca_reference",
                                 help="T0..T1 (ISO or epoch seconds), first:N or last:N")
-    incident = middle.text_input("Incident window", st.query_params.get("incident", inc_default))
+    incident = middle.text_input("Incident window", key="rca_incident")
     with right:
         method = option("method", list(causal.METHODS), "Method", "rca_method", sidebar=False)
     try:
@@ -65,9 +82,18 @@ def render(settings: Settings) -> None:
     except WindowError as exc:
         st.error(str(exc))
         st.stop()
+    for name, window in (("reference", reference), ("incident", incident)):
+        problem = too_few(name, len(frame(settings.store, pipeline, window, version)))
+        if problem:
+            st.error(problem)
+            st.stop()
     with st.spinner("Localising…"):
-        report = context.report(settings.store, pipeline, tuple(known.values()), reference, incident,
-                                method, "", version)
+        try:
+            report = context.report(settings.store, pipeline, tuple(known.values()), reference,
+                                    incident, method, "", version)
+        except causal.WindowError as exc:  # e.g. text where the other window has numbers
+            st.error(str(exc))
+            st.stop()
     source = report.comparison.source
     st.caption(f"reference: {source['reference']['requests']} requests, incident: "
                f"{source['incident']['requests']} requests; ranking took {report.ranking.seconds:.2f} s")
@@ -84,8 +110,7 @@ def render(settings: Settings) -> None:
     if report.timeline is not None and len(report.timeline):
         st.pyplot(timeline_figure(report.timeline, window_spans(report)))
     if report.request_id:
-        st.markdown(f"Lineage of an incident request: [`{report.request_id}`]"
-                    f"(?page=traces&pipeline={pipeline}&request={report.request_id})")
+        st.markdown(f"Lineage of an incident request: {lineage_link(pipeline, report.request_id)}")
     if st.button("Build the HTML report"):
         st.download_button("Download report.html", render_html(report), file_name="report.html",
                            mime="text/html")

@@ -144,8 +144,8 @@ def render(settings: Settings) -> None:
     left, middle, right = st.columns(3)
     healthy = left.number_input("Healthy requests", 2, 100_000, scenario.phases.healthy, step=100,
                                 key="scenario_healthy")
-    incident = middle.number_input("Incident requests", 2, 100_000, scenario.phases.incident, step=100,
-                                   key="scenario_incident")
+    incident = middle.number_input("Incident requests", MIN_INCIDENT, 100_000, scenario.phases.incident,
+                                   step=100, key="scenario_incident")
     method = right.selectbox("Method", list(causal.METHODS), key="scenario_method")
     if st.button("Run the scenario", type="primary", disabled=fault is None, key="scenario_start") \
             and fault is not None:

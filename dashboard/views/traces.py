@@ -22,7 +22,8 @@ def render(settings: Settings) -> None:
     typed = st.text_input("Request id", value=st.query_params.get("request", ""),
                           placeholder="search by request id")
     recent = [str(r) for r in data.index[-RECENT:][::-1]]
-    request_id = typed.strip() or st.selectbox(f"…or one of the latest {len(recent)} requests", recent)
+    request_id = typed.strip() or st.selectbox(f"…or one of the latest {len(recent)} requests", recent,
+                                               key="traces_recent")  # keyed: kept as the store grows
     if not request_id:
         st.info("No requests recorded yet.")
         return
