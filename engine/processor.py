@@ -280,10 +280,10 @@ class StepProcessor(NodeProcessor):
                 return
             lineage = Lineage(lin.request_id, lin.trace_id, span_id, self.pipeline, self.origin,
                               key[1], parents, None, lin.sampled, lin.tracestate)
-            self.publish(self.out_topic, Record(lineage, outputs))
-            if observed:
+            if observed:  # before publishing: see succeed()
                 self.notify(StepEvent(self.pipeline, self.plan.name, "ok", lineage, parent_spans,
                                       tensors, outputs, received, started, time.time_ns()))
+            self.publish(self.out_topic, Record(lineage, outputs))
             return
         plan = self.plan
         parents = tuple([r.lineage.record_id for r in records])
@@ -345,10 +345,13 @@ class StepProcessor(NodeProcessor):
     def succeed(self, run: Run, outputs: tuple[Tensor, ...], started_ns: int,
                 batch_size: int = 1) -> None:
         lineage = self.output_lineage(run)
-        self.publish(self.out_topic, Record(lineage, outputs))
+        # Observers hear of the step before its output is published: outside a delivery (an
+        # async or batched step) publishing runs everything downstream at once, which would
+        # come first in the events and into the step's finish time.
         if self.observers:
             self.notify(StepEvent(self.plan.pipeline, self.plan.name, "ok", lineage,
                                   run.parent_spans, inputs=run.tensors,
                                   outputs=outputs, received_ns=run.received_ns,
                                   started_ns=started_ns, finished_ns=time.time_ns(),
                                   batch_size=batch_size))
+        self.publish(self.out_topic, Record(lineage, outputs))

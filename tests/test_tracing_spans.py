@@ -19,7 +19,9 @@ from engine.observe import StepEvent
 from engine.record import Record
 from engine.spec import load_pipelines
 from scenarios.steps.insurance_claims import STEPS, request_tensors
+from tracing.collector import Collector
 from tracing.config import TracingConfig, build
+from tracing.spans import SpanSink
 
 REFERENCE = Path(__file__).resolve().parents[1] / ".." / "shared" / "reference" / "insurance-claims"
 
@@ -152,3 +154,30 @@ def test_a_chained_request_is_one_connected_trace() -> None:
     assert failed.status.status_code is StatusCode.ERROR
     assert "RuntimeError: boom" in failed.attributes["flowcause.error"]
     assert failed.attributes["flowcause.pipeline"] == "second"
+
+
+def test_an_async_steps_output_record_span_has_its_parent() -> None:
+    """An async step's output is published outside a delivery, so everything downstream runs
+    at once; the step's event must still come first, else the output stage's span, made in a
+    batch before the step's, finds no parent and the request's trace falls in two. (Batches
+    of one event: any batch boundary.)"""
+    async def double(inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return {"y": inputs["x"] * 2}
+
+    exporter = InMemorySpanExporter()
+    collector = Collector([SpanSink(exporter)], batch_events=1)
+    pipes = load_pipelines({"metadata": {"name": "p"},
+                            "spec": {"steps": [{"name": "s"}], "output": {"steps": ["s"]}}})
+
+    async def main() -> None:
+        async with Engine(pipes, {"s": double}, observers=[collector]) as eng:
+            results = await asyncio.gather(*(
+                eng.infer("p", {"inputs": [{"name": "x", "datatype": "FP32", "shape": [1],
+                                            "data": [float(i)]}]}) for i in range(20)))
+        assert all(r.ok for r in results)
+
+    asyncio.run(main())
+    collector.close()
+    outputs = [s for s in exporter.get_finished_spans() if s.name == "p.outputs"]
+    assert len(outputs) == 20
+    assert [s for s in outputs if s.parent is None] == []
