@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import socket
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
+from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from engine.engine import Engine
 from engine.spec import load_pipelines
+from tracing.collector import Collector
 from tracing.config import TracingConfig, build
+from tracing.spans import SpanSink
 
 PIPELINE = {"metadata": {"name": "counter"},
             "spec": {"steps": [{"name": "inc"}], "output": {"steps": ["inc"]}}}
@@ -88,3 +93,26 @@ def test_settings_come_from_the_environment(monkeypatch: pytest.MonkeyPatch,
     monkeypatch.setenv("FLOWCAUSE_TRACE_MAX_VALUES", "many")
     with pytest.raises(ValueError, match="FLOWCAUSE_TRACE_MAX_VALUES='many'"):
         TracingConfig.from_env()
+
+
+def test_closing_with_no_collector_listening_is_bounded() -> None:
+    """OTLP to a port nobody listens on retries each batch for ~7 s: closing waits its
+    ``close_timeout_s``, then drops (and counts) what is left and shuts the exporter down."""
+    with socket.socket() as s:  # a free port, closed again: connections are refused
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    sink = SpanSink(OTLPSpanExporter(endpoint=f"http://127.0.0.1:{port}/v1/traces"),
+                    close_timeout_s=0.5)
+    collector = Collector([sink], batch_events=2)
+
+    async def main() -> None:
+        async with Engine(load_pipelines(PIPELINE), {"inc": inc}, observers=[collector]) as engine:
+            for i in range(10):
+                await engine.infer("counter", {"inputs": [
+                    {"name": "x", "datatype": "INT64", "shape": [1], "data": [i]}]})
+
+    asyncio.run(main())
+    start = time.monotonic()
+    collector.close()
+    assert time.monotonic() - start < 5
+    assert sink.dropped > 0

@@ -19,6 +19,8 @@ import numpy as np
 import pandas as pd
 import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
 from engine.engine import Engine
 from engine.lineage import Lineage
@@ -33,6 +35,7 @@ from tracing.config import TracingConfig, build
 from tracing.events import TENSOR_COLUMNS, EventBatch, Item, PortEvent, from_wire, to_wire
 from tracing.offload import ProcessSinks
 from tracing.recorder import StoreRecorder
+from tracing.spans import SpanSink
 from tracing.store import TraceStore
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -386,3 +389,36 @@ def running(pid: int) -> bool:
     except OSError:
         return False
     return "State:\tZ" not in status
+
+
+class _StuckExporter(SpanExporter):
+    """An exporter whose every export takes 2 s, as one retrying against a dead collector."""
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        time.sleep(2)
+        return SpanExportResult.FAILURE
+
+
+def _stuck_spans() -> list[Sink]:
+    return [SpanSink(_StuckExporter(), close_timeout_s=0.5)]
+
+
+def test_an_exporter_that_cannot_deliver_does_not_stall_the_engine() -> None:
+    """The collector's periodic flush does not ask the tracing process to flush (it flushes
+    itself): asking waits for every span to be exported, and with batches queueing behind
+    that wait the engine would be held by back-pressure."""
+    collector = Collector([ProcessSinks(_stuck_spans, max_batches=2)], flush_seconds=0.05,
+                          batch_events=4)
+
+    async def main() -> float:
+        async with Engine(load_pipelines(SPEC), STEPS, observers=[collector]) as engine:
+            claims = pd.read_csv(CLAIMS).to_dict("records")[:60]
+            await asyncio.sleep(0.2)  # a periodic flush or more before the traffic
+            start = time.monotonic()
+            for claim in claims:
+                assert (await engine.infer(PIPELINE, request_tensors(claim))).ok
+            return time.monotonic() - start
+
+    elapsed = asyncio.run(main())
+    collector.close()
+    assert elapsed < 3, elapsed

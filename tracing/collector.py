@@ -106,11 +106,21 @@ class Collector:
 
     # -- flusher thread --------------------------------------------------------------------
     def _run(self, flush_seconds: float) -> None:
+        """Hand over what is queued and flush the sinks, but not those that flush themselves
+        (a tracing process): asking one to flush waits until it has, spans exported, and with
+        an exporter that cannot deliver that wait would stall the engine (the batches behind
+        it fill its queue), and closing too."""
         while not self._stop.wait(flush_seconds):
             try:
-                self.flush()
+                self._flush_in_process()
             except Exception:  # noqa: BLE001 - keep flushing later batches
                 log.exception("tracing: flush failed")
+
+    def _flush_in_process(self) -> None:
+        self._convert()
+        for sink in self.sinks:
+            if not getattr(sink, "flushes_itself", False):
+                sink.flush()
 
     def flush(self) -> None:
         """Convert everything observed so far and have the sinks flush it."""
@@ -126,7 +136,7 @@ class Collector:
         self._stop.set()
         if self._thread is not None:
             self._thread.join()
-        self.flush()
+        self._flush_in_process()  # a sink that flushes itself does on closing
         for sink in self.sinks:
             sink.close()
 

@@ -107,6 +107,8 @@ def _flush(collector: Collector) -> None:
 class ProcessSinks:
     """The sinks ``factory`` builds, run in a child process (see the module docstring)."""
 
+    flushes_itself = True  # the child flushes every flush_seconds: a collector need not ask
+
     def __init__(self, factory: SinkFactory, flush_seconds: float = 1.0,
                  max_batches: int = 256) -> None:
         self.max_batches = max_batches

@@ -33,7 +33,9 @@ another SDK version differs.
 Each batch's spans go to the exporter as one export call, on an export thread of the sink's
 own (exporters wait on I/O, which releases the GIL), so a slow or absent collector never
 holds up recording; when ``max_batches`` batches wait for it, new ones are dropped (counted
-in :attr:`SpanSink.dropped`).
+in :attr:`SpanSink.dropped`). Closing waits up to ``close_timeout_s`` for the batches still
+queued; then the rest is dropped (counted) and the exporter shut down, which ends its retries
+(an OTLP exporter without a collector retries each batch for ~7 s).
 """
 
 from __future__ import annotations
@@ -216,10 +218,11 @@ class SpanSink:
     """
 
     def __init__(self, exporter: SpanExporter, resource: Resource | None = None,
-                 max_batches: int = 1024) -> None:
+                 max_batches: int = 1024, close_timeout_s: float = 10.0) -> None:
         self.exporter = exporter
         self.resource = resource or default_resource()
         self.max_batches = max_batches
+        self.close_timeout_s = close_timeout_s
         self.dropped = 0
         self._span_of_record: OrderedDict[str, int] = OrderedDict()
         self._trace_states: dict[str, TraceState] = {}
@@ -352,5 +355,13 @@ class SpanSink:
         with self._ready:
             self._closed = True
             self._ready.notify_all()
-        self._thread.join()
-        self.exporter.shutdown()
+        self._thread.join(self.close_timeout_s)
+        if self._thread.is_alive():  # the exporter cannot deliver (e.g. no collector listens)
+            with self._ready:
+                lost = sum(map(len, self._batches))
+                self._batches.clear()
+                self.dropped += lost
+            log.error("tracing: spans not exported within %g s of closing; %d more dropped",
+                      self.close_timeout_s, lost)
+        self.exporter.shutdown()  # also ends an export still retrying
+        self._thread.join(self.close_timeout_s)  # a daemon: it cannot hold the process
