@@ -25,8 +25,8 @@ from engine.observe import StepEvent
 from engine.record import Record
 from engine.tensors import Tensor
 from scenarios.spec import load_scenario
-from tracing.events import EventBatch, Item, PortEvent
-from tracing.recorder import StoreRecorder
+from tests.test_tracing_store_edges import store_of  # events committed as one batch
+from tracing.events import Item, PortEvent
 from tracing.store import TraceStore
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -64,16 +64,9 @@ def requests(ids: list[str], first: int = 0, output: str = "y") -> list[Item]:
     return items
 
 
-def record(store: Path, items: list[Item]) -> None:
-    """One more committed batch in ``store``."""
-    recorder = StoreRecorder(store, 64)
-    recorder.consume(EventBatch.of(items))
-    recorder.flush()
-
-
 def small_store(path: Path, ids: list[str], output: str = "y") -> tuple[Path, Path]:
     """A store of pipeline ``p`` holding ``ids``, and the pipeline's spec file."""
-    record(path / "store", requests(ids, output=output))
+    store_of(path / "store", requests(ids, output=output))
     spec = path / "p.yaml"
     spec.write_text(SPEC)
     return path / "store", spec
@@ -156,7 +149,7 @@ def test_rca_windows_typed_stay_while_the_store_grows(tmp_path: Path, monkeypatc
     at = app(store, spec, monkeypatch, "rca")
     assert widget(at.text_input, "Reference window").value == "first:5"
     widget(at.text_input, "Reference window").input("first:3").run()
-    record(store, requests([f"r{i}" for i in range(10, 20)], first=10))  # the defaults become first:10
+    store_of(store, requests([f"r{i}" for i in range(10, 20)], first=10))  # the defaults become first:10
     at.run()
     assert not at.exception, at.exception
     assert widget(at.text_input, "Reference window").value == "first:3"
@@ -169,7 +162,7 @@ def test_trace_explorer_request_picked_stays_while_the_store_grows(tmp_path: Pat
     store, spec = small_store(tmp_path, [f"r{i}" for i in range(10)])
     at = app(store, spec, monkeypatch, "traces")
     widget(at.selectbox, "…or one of the latest").select("r4").run()
-    record(store, requests([f"r{i}" for i in range(10, 20)], first=10))
+    store_of(store, requests([f"r{i}" for i in range(10, 20)], first=10))
     at.run()
     assert not at.exception, at.exception
     assert widget(at.selectbox, "…or one of the latest").value == "r4"
