@@ -5,17 +5,22 @@ from __future__ import annotations
 import asyncio
 import socket
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import pytest
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace.export import ConsoleSpanExporter, SpanExportResult
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from engine.engine import Engine
 from engine.spec import load_pipelines
 from tracing.collector import Collector
 from tracing.config import TracingConfig, build
+from tracing.exporters import FanOutExporter
 from tracing.spans import SpanSink
 
 PIPELINE = {"metadata": {"name": "counter"},
@@ -116,3 +121,74 @@ def test_closing_with_no_collector_listening_is_bounded() -> None:
     collector.close()
     assert time.monotonic() - start < 5
     assert sink.dropped > 0
+
+
+def test_a_list_of_exporters_sends_every_span_to_each(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("OTEL_TRACES_EXPORTER", " Memory, none,console,memory")
+    config = TracingConfig.from_env()
+    assert config.exporter == "memory,console"
+    tracing = build(config)
+    assert tracing is not None and isinstance(tracing.exporter, FanOutExporter)
+    memory, console = tracing.exporter.exporters
+    assert isinstance(memory, InMemorySpanExporter) and isinstance(console, ConsoleSpanExporter)
+
+    async def main() -> list[str]:
+        with tracing.collector:
+            async with Engine(load_pipelines(PIPELINE), {"inc": inc},
+                              observers=[tracing.collector]) as engine:
+                results = [await engine.infer("counter", {"inputs": [
+                    {"name": "x", "datatype": "INT64", "shape": [1], "data": [i]}]})
+                    for i in range(3)]
+        return [r.lineage.trace_id for r in results if r.lineage is not None]
+
+    trace_ids = asyncio.run(main())
+    out = capsys.readouterr().out
+    assert all(f"0x{t}" in out for t in trace_ids)
+    spans = memory.get_finished_spans()
+    assert sorted({f"{s.context.trace_id:032x}" for s in spans}) == sorted(trace_ids)
+    assert out.count('"flowcause.step": "inc"') == len([s for s in spans if s.name == "inc"]) == 3
+    monkeypatch.setenv("OTEL_TRACES_EXPORTER", "none, none")
+    assert TracingConfig.from_env().exporter == "none"
+    monkeypatch.setenv("OTEL_TRACES_EXPORTER", "otlp,zipkin")
+    with pytest.raises(ValueError, match="unknown span exporter 'zipkin'"):
+        TracingConfig.from_env()
+    with pytest.raises(ValueError, match="memory span exporter"):
+        build(TracingConfig(exporter="console,memory", process=True))
+
+
+class FailingExporter(InMemorySpanExporter):
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        super().export(spans)
+        return SpanExportResult.FAILURE
+
+
+def test_one_failing_exporter_does_not_keep_spans_from_the_others() -> None:
+    failing, working = FailingExporter(), InMemorySpanExporter()
+    fan_out = FanOutExporter([failing, working])
+    sink = SpanSink(fan_out)
+    collector = Collector([sink], flush_seconds=None)
+
+    async def main() -> None:
+        async with Engine(load_pipelines(PIPELINE), {"inc": inc}, observers=[collector]) as engine:
+            await engine.infer("counter", {"inputs": [
+                {"name": "x", "datatype": "INT64", "shape": [1], "data": [1]}]})
+
+    asyncio.run(main())
+    collector.close()
+    assert [s.name for s in working.get_finished_spans()] == ["inc", "counter.outputs"]
+    assert fan_out.export(working.get_finished_spans()) is SpanExportResult.FAILURE
+
+
+def test_sdk_disabled_turns_spans_off_unless_an_exporter_is_given(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("OTEL_TRACES_EXPORTER", "console")
+    monkeypatch.setenv("OTEL_SDK_DISABLED", " TRUE")
+    assert TracingConfig.from_env().exporter == "none"
+    assert build(TracingConfig.from_env()) is None
+    assert TracingConfig.from_env(exporter="console").exporter == "console"  # the CLI's flag
+    recording = build(TracingConfig.from_env(store=str(tmp_path)))  # the store records anyway
+    assert recording is not None and recording.exporter is None
+    recording.collector.close()
+    monkeypatch.setenv("OTEL_SDK_DISABLED", "1")  # the specification's boolean: only "true"
+    assert TracingConfig.from_env().exporter == "console"

@@ -3,7 +3,8 @@
 | setting | variable | default |
 |---|---|---|
 | trace store directory (none: no recording) | ``FLOWCAUSE_TRACE_STORE`` | none |
-| span exporter: none / console / memory / otlp | ``OTEL_TRACES_EXPORTER`` | none |
+| span exporter(s): none / console / memory / otlp, or a list | ``OTEL_TRACES_EXPORTER`` | none |
+| no spans whatever the exporter (``true``) | ``OTEL_SDK_DISABLED`` | false |
 | largest tensor kept whole (elements) | ``FLOWCAUSE_TRACE_MAX_VALUES`` | 64 |
 | write the store at least every (seconds) | ``FLOWCAUSE_TRACE_FLUSH_SECONDS`` | 1.0 |
 | build spans and write the store in a process of their own | ``FLOWCAUSE_TRACE_PROCESS`` | no |
@@ -24,7 +25,7 @@ from opentelemetry.sdk.trace.export import SpanExporter
 
 from engine.lineage import Sampler, parent_or_sampled
 from tracing.collector import Collector, Sink
-from tracing.exporters import exporter_name, span_exporter
+from tracing.exporters import exporter_name, sdk_disabled, span_exporter
 from tracing.offload import ProcessSinks
 from tracing.recorder import StoreRecorder
 from tracing.sampling import sampler
@@ -95,7 +96,8 @@ class TracingConfig:
 
     @classmethod
     def from_env(cls, **overrides: Any) -> TracingConfig:
-        """Settings from the environment; ``overrides`` that are not None win."""
+        """Settings from the environment; ``overrides`` that are not None win (an exporter
+        given so even over ``OTEL_SDK_DISABLED``)."""
         values: dict[str, Any] = {}
         for name, (variable, parse, what) in ENV.items():
             raw = os.environ.get(variable)
@@ -104,6 +106,8 @@ class TracingConfig:
                     values[name] = parse(raw)
                 except ValueError:
                     raise ValueError(f"{variable}={raw!r} is not a valid {what}") from None
+        if sdk_disabled():
+            values["exporter"] = "none"
         values.update({k: v for k, v in overrides.items() if v is not None})
         config = cls(**values)
         sampler(config.sampler, config.sampler_arg)  # a malformed sampler fails here, early
@@ -133,11 +137,12 @@ def sinks(config: TracingConfig) -> list[Sink]:
 
 def build(config: TracingConfig) -> Tracing | None:
     """The collector with the sinks ``config`` asks for; None when it asks for nothing."""
-    if config.exporter == "none" and not config.store:
+    exporters = exporter_name(config.exporter)
+    if exporters == "none" and not config.store:
         return None
     chosen = sampler(config.sampler, config.sampler_arg)
     if config.process:
-        if config.exporter == "memory":
+        if "memory" in exporters.split(","):
             raise ValueError("the memory span exporter keeps spans in the process that made "
                              "them; it cannot run in a tracing process")
         factory = functools.partial(sinks, config)
