@@ -29,18 +29,27 @@ def _load_all(files: list[str]) -> list[Pipeline]:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    status = 0
+    """Each file's problems, then those across files (a pipeline defined in two), as ``run``
+    and ``serve`` would load them together; ``OK`` for a file none of them is in."""
+    loaded: list[Pipeline] = []
+    problems: dict[str, list[str]] = {}
     for f in args.files:
         try:
-            problems = validate(load_pipelines(Path(f)))
+            pipelines = load_pipelines(Path(f))
         except SpecError as exc:
-            problems = str(exc).splitlines()
-        if problems:
-            status = 1
-            for problem in problems:
-                print(problem)
-        else:
-            print(f"{f}: OK")
+            problems[f] = str(exc).splitlines()
+            continue
+        problems[f] = validate(pipelines)
+        loaded += pipelines
+    own = {p for found in problems.values() for p in found}
+    across = [p for p in validate(loaded) if p not in own]
+    status = 1 if across or own else 0
+    for f in args.files:
+        mine = [p for p in across if p.startswith(f"{Path(f)}:")]
+        across = [p for p in across if p not in mine]
+        found = problems[f] + mine
+        print("\n".join(found) if found else f"{f}: OK")
+    print(*across, sep="\n", end="\n" if across else "")  # problems no file line names
     return status
 
 
@@ -80,9 +89,24 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0 if all("error" not in o for o in out) else 1
 
 
+def _partition_count(text: str) -> int:
+    """``serve --partitions``: a whole number, at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
-    """Run pipelines on Kafka as one worker of a consumer group until SIGTERM/SIGINT."""
+    """Run pipelines on Kafka as one worker of a consumer group until SIGTERM/SIGINT, or
+    until its transport stops working (exit 1)."""
+    import logging
     import signal
+
+    from aiokafka.errors import KafkaError
 
     from engine.kafka import KafkaTransport
     from engine.topics import Topics
@@ -99,7 +123,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         print(f"flowcause: {exc}", file=sys.stderr)
         return 2
 
-    async def main() -> None:
+    async def main() -> BaseException | None:
         transport = KafkaTransport(args.bootstrap, group_id=args.group, partitions=args.partitions,
                                    exactly_once=args.exactly_once, step_inputs=args.step_inputs)
         stop = asyncio.Event()
@@ -111,14 +135,30 @@ def cmd_serve(args: argparse.Namespace) -> int:
                           sampler=tracing.sampler if tracing else parent_or_sampled):
             print(f"serving {', '.join(compiled.pipelines)} on {args.bootstrap} "
                   f"(group {args.group}, {args.partitions} partitions)", flush=True)
-            await stop.wait()
+            stopped = asyncio.create_task(stop.wait())
+            failed = asyncio.create_task(transport.wait_failure())
+            await asyncio.wait((stopped, failed), return_when=asyncio.FIRST_COMPLETED)
+            stopped.cancel()
+            failure = None if not failed.done() else failed.result()
+            failed.cancel()
+            if failure is not None:
+                logging.getLogger("engine.cli").error("the Kafka transport stopped working; "
+                                                      "stopping the worker", exc_info=failure)
         print(f"stopped: {transport.stats}", flush=True)
+        return failure
 
     try:
-        asyncio.run(main())
+        failure = asyncio.run(main())
+    except KafkaError as exc:  # cannot reach the broker, unusable topics: one line, no traceback
+        print(f"flowcause: Kafka at {args.bootstrap}: {exc}", file=sys.stderr)  # names the class
+        return 2
     finally:
         if tracing is not None:
             tracing.collector.close()
+    if failure is not None:
+        print(f"flowcause: the Kafka transport stopped working: {type(failure).__name__}: "
+              f"{failure}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -152,7 +192,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", action="append", default=[], metavar="STEP=MODEL")
     p.add_argument("--bootstrap", required=True, help="Kafka bootstrap servers, host:port")
     p.add_argument("--group", default="flowcause", help="consumer group shared by the workers")
-    p.add_argument("--partitions", type=int, default=4, help="partitions of every topic")
+    p.add_argument("--partitions", type=_partition_count, default=4,
+                   help="partitions of every topic (at least 1)")
     p.add_argument("--prefix", default="seldon", help="topic prefix")
     p.add_argument("--namespace", default="default", help="topic namespace")
     p.add_argument("--exactly-once", action="store_true", help="Kafka transactions per batch")

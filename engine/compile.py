@@ -17,7 +17,7 @@ from engine.tensors import Tensor
 from engine.topics import Topics
 from engine.validate import sink_steps, validate
 
-DEFAULT_MAX_STEP_REVISITS = 10
+DEFAULT_MAX_STEP_REVISITS = 0  # Seldon's: a cycle needs maxStepRevisits to turn at all
 DEFAULT_BATCH_WINDOW_MS = 100
 
 
@@ -30,33 +30,30 @@ class PipelineInvalid(ValueError):
 
 
 class Pick:
-    """Take ``tensor`` (or every tensor when None) from a slot's record, renaming via ``rename``."""
+    """Take the tensors named in ``tensors`` (every tensor when None) from a slot's record,
+    in the record's order, renaming via ``renames``: as Seldon projects a topic onto the set
+    of tensor names its references give (a whole-topic reference beside named ones adds
+    nothing; a name given twice is taken once)."""
 
-    __slots__ = ("ref", "tensor", "renames")
+    __slots__ = ("tensors", "renames")
 
-    def __init__(self, ref: Ref, rename: tuple[tuple[str, str], ...] = ()) -> None:
-        self.ref = ref
-        self.tensor = ref.tensor
+    def __init__(self, tensors: frozenset[str] | None,
+                 rename: tuple[tuple[str, str], ...] = ()) -> None:
+        self.tensors = tensors
         self.renames = dict(rename)
 
     def apply(self, record_tensors: tuple[Tensor, ...], out: list[Tensor]) -> None:
-        renames = self.renames
-        if self.tensor is None:
-            if renames:
-                out.extend(t.renamed(renames[t.name]) if t.name in renames else t
-                           for t in record_tensors)
-            else:
-                out.extend(record_tensors)
+        renames, wanted = self.renames, self.tensors
+        if wanted is None and not renames:
+            out.extend(record_tensors)
             return
-        for t in record_tensors:
-            if t.name == self.tensor:
-                out.append(t.renamed(renames[t.name]) if t.name in renames else t)
-                return
+        out.extend(t.renamed(renames[t.name]) if t.name in renames else t
+                   for t in record_tensors if wanted is None or t.name in wanted)
 
     def present(self, record_tensors: tuple[Tensor, ...]) -> bool:
-        if self.tensor is None:
+        if self.tensors is None:
             return bool(record_tensors)
-        return any(t.name == self.tensor for t in record_tensors)
+        return any(t.name in self.tensors for t in record_tensors)
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,22 +121,34 @@ def _slots(
     for key, new_name in tensor_map.items():
         ref = parse_ref(key, pipeline, external=external)
         renames.setdefault(ref.whole(), []).append((ref.tensor or "", new_name))
-    picks: dict[tuple[str, str], tuple[str, list[Pick], list[Pick]]] = {}
+    # per slot: its origin, the whole refs of its references, the tensors its inputs name
+    # (None: a whole-topic input), and one trigger pick per trigger reference
+    slots: dict[tuple[str, str], tuple[str, dict[Ref, None], list[str | None], list[Pick]]] = {}
     for texts, is_trigger in ((inputs, False), (triggers, True)):
         for text in texts:
             ref = parse_ref(text, pipeline, external=external)
             key = (_slot_topic(ref, topics), ref.pipeline)
-            origin, input_picks, trigger_picks = picks.setdefault(key, (ref.origin, [], []))
-            pick = Pick(ref, tuple(renames.get(ref.whole(), ())))
-            (trigger_picks if is_trigger else input_picks).append(pick)
-    return tuple(
-        Slot(topic, pipe, origin, tuple(ip), tuple(tp))
-        for (topic, pipe), (origin, ip, tp) in picks.items()
-    )
+            origin, wholes, named, trigger_picks = slots.setdefault(key, (ref.origin, {}, [], []))
+            wholes[ref.whole()] = None
+            if is_trigger:
+                trigger_picks.append(Pick(None if ref.tensor is None else frozenset([ref.tensor]),
+                                          tuple(renames.get(ref.whole(), ()))))
+            else:
+                named.append(ref.tensor)
+    out = []
+    for (topic, pipe), (origin, wholes, named, trigger_picks) in slots.items():
+        input_picks: tuple[Pick, ...] = ()
+        if named:
+            chosen = frozenset(t for t in named if t is not None)
+            rename = tuple(r for whole in wholes for r in renames.get(whole, ()))
+            input_picks = (Pick(chosen or None, rename),)
+        out.append(Slot(topic, pipe, origin, input_picks, tuple(trigger_picks)))
+    return tuple(out)
 
 
 def _window_s(ms: int | None) -> float:
-    return (DEFAULT_JOIN_WINDOW_MS if ms is None else ms) / 1000.0
+    """A join window in seconds; 0 means unset, as in Seldon (a uint32 field)."""
+    return (ms or DEFAULT_JOIN_WINDOW_MS) / 1000.0
 
 
 def compile_pipelines(pipelines: Iterable[Pipeline], topics: Topics | None = None) -> CompiledPipelines:

@@ -190,11 +190,15 @@ class Engine:
     async def stop(self) -> None:
         for proc in self.processors:
             proc.close()
+        # The transport stops first: it stops consuming and finishes the poll in hand, steps
+        # running as tasks included, and commits only what they answered. Steps still running
+        # after that (the transport gave up waiting) are cancelled here; what they consumed
+        # was never committed, so the deployment reads those requests again.
+        await self.transport.stop()
         pending = [t for proc in self.processors for t in proc.tasks]
         for task in pending:
             task.cancel()
         await asyncio.gather(*pending, return_exceptions=True)
-        await self.transport.stop()
         for waiters in self._waiters.values():
             for _, fut in waiters:
                 if not fut.done():
@@ -241,14 +245,18 @@ class Engine:
                                       lineage=lin))
 
     def _on_control(self, record: Record) -> None:
-        """A pipeline's output stage skipped (no branch reached it) ends the wait with no
-        outputs; but not in a pipeline with cycles, where a later turn of the loop may still
-        reach it (Seldon has no absence notices: there the output simply comes, or not)."""
+        """A pipeline's output stage skipped (its ``stepsJoin`` cannot be met: an output step
+        did not run) ends the wait with an error saying so; but not in a pipeline with
+        cycles, where a later turn of the loop may still reach it. Seldon has no absence
+        notices: there the output never comes and the caller times out."""
         lin = record.lineage
         if (lin.origin == "outputs" and record.error and record.error.startswith("skipped")
                 and not self.compiled.pipelines[lin.pipeline].spec.allow_cycles):
-            self._resolve(lin.request_id, lin.pipeline,
-                          InferenceResult(lin.request_id, lin.pipeline, lineage=lin))
+            reason = record.error.removeprefix("skipped").lstrip(": ")
+            self._resolve(lin.request_id, lin.pipeline, InferenceResult(
+                lin.request_id, lin.pipeline, lineage=lin,
+                error=f"pipeline {lin.pipeline!r} produced no output: its output steps did not "
+                      f"run as its stepsJoin requires ({reason})"))
 
     # -- client API ----------------------------------------------------------------------
     def make_request(

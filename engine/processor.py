@@ -21,7 +21,7 @@ from engine.compile import NodePlan
 from engine.join import FIRE, SKIP, JoinTable, Key, Outcome, absence_reason
 from engine.lineage import Lineage, new_span_id
 from engine.observe import Observer, StepEvent
-from engine.record import Record
+from engine.record import Record, bounded_error
 from engine.steps import RunnableStep
 from engine.tensors import Tensor
 
@@ -48,7 +48,7 @@ class NodeProcessor:
         self.single = len(plan.slots) == 1 and not plan.slots[0].trigger_picks
         self.picks = plan.slots[0].input_picks if self.single else ()
         # One pick of a whole record, unrenamed: the record's tensor tuple is the input as is.
-        self.whole = (len(self.picks) == 1 and self.picks[0].tensor is None
+        self.whole = (len(self.picks) == 1 and self.picks[0].tensors is None
                       and not self.picks[0].renames)
         self.table = JoinTable(plan)
         self.batcher: Batcher | None = None
@@ -123,6 +123,7 @@ class NodeProcessor:
 
     def absent(self, key: Key, example: Record, status: str, reason: str) -> None:
         lineage = self.out_lineage(key, example, self.plan.origin, example.lineage.span_id, ())
+        reason = bounded_error(reason)
         self.publish(self.control_topic, Record(lineage, kind="absent", error=f"{status}: {reason}"))
         if self.observers and self.plan.kind == "step":
             self.notify(StepEvent(self.plan.pipeline, self.plan.name, status, lineage,
@@ -134,8 +135,9 @@ class NodeProcessor:
              parent_spans: tuple[str, ...] = ()) -> None:
         """Error record on the errors topic, and an absence notice so joins downstream end."""
         plan = self.plan
-        text = (f"{'step ' + repr(plan.name) if plan.kind == 'step' else plan.kind} of pipeline "
-                f"{plan.pipeline!r}: {message}")
+        # bounded: an exception message can be any size, a record cannot
+        text = bounded_error(f"{'step ' + repr(plan.name) if plan.kind == 'step' else plan.kind} "
+                             f"of pipeline {plan.pipeline!r}: {message}")
         base = lineage or self.out_lineage(key, example, plan.origin, new_span_id(),
                                            (example.lineage.record_id,))
         err_lineage = base.child(plan.pipeline, f"{plan.name}.errors", base.span_id,
@@ -169,7 +171,8 @@ class NodeProcessor:
         for _, arrivals in self.table.pending.values():
             yield from (a for a in arrivals if a is not None)
         if self.batcher is not None:
-            yield from (run.example for run in self.batcher.pending)
+            for run in self.batcher.pending:
+                yield from run.records
 
     def forget_requests(self, keep: Callable[[str], bool]) -> None:
         for key in [k for k in self.table.pending if not keep(k[0])]:
@@ -219,12 +222,16 @@ class Run:
     """One request's pass through a step: what it consumed, its span, when it arrived."""
 
     __slots__ = ("key", "tensors", "parents", "example", "span_id", "visits", "parent_spans",
-                 "received_ns")
+                 "received_ns", "records")
 
     def __init__(self, key: Key, tensors: tuple[Tensor, ...], parents: tuple[str, ...],
                  example: Record, span_id: str, visits: dict[str, int] | None,
-                 parent_spans: tuple[str, ...], received_ns: int) -> None:
+                 parent_spans: tuple[str, ...], received_ns: int,
+                 records: tuple[Record, ...] = ()) -> None:
         self.key = key
+        # every record the run consumed (a join's included): a transport must not commit past
+        # any of them while the run waits (in a batch)
+        self.records = records or (example,)
         self.tensors = tensors
         self.parents = parents
         self.example = example
@@ -290,7 +297,7 @@ class StepProcessor(NodeProcessor):
         visits = _merged_visits(plan, records) if plan.allow_cycles else None
         run = Run(key, tensors, parents, example, new_span_id(), visits,
                   tuple([r.lineage.span_id for r in records]) if self.observers else (),
-                  int(arrived_s * 1e9))
+                  int(arrived_s * 1e9), records)
         if key[1] > plan.max_revisits:
             self.fail(key, example, f"exceeded maxStepRevisits={plan.max_revisits} "
                       f"(revisit {key[1]})", lineage=self.lineage(run, self.in_origin, visits))

@@ -1,8 +1,10 @@
 """The reference grammar of Seldon Core v2 pipelines.
 
 ``step``, ``step.outputs``, ``step.outputs.T``, ``step.inputs[.T]``, ``PIPELINE[.inputs[.T]]``,
-``PIPELINE.outputs[.T]`` and ``PIPELINE.step.S.(inputs|outputs)[.T]``. A bare step means its
-outputs, a bare pipeline its inputs.
+``PIPELINE.outputs[.T]`` and ``PIPELINE.step.S[.(inputs|outputs)[.T]]``. A bare step means
+its outputs; a bare pipeline name means its inputs inside that pipeline, but in another
+pipeline's ``spec.input`` its outputs (as does a bare ``PIPELINE.step.S``): Seldon expands
+external inputs so (``updateExternalInputSteps``).
 """
 
 from __future__ import annotations
@@ -64,19 +66,19 @@ def parse_ref(text: str, pipeline: Pipeline, external: bool = False) -> Ref:
     step_names = {s.name for s in pipeline.steps}
     head = parts[0]
     if external or head == pipeline.name:
-        return _pipeline_ref(text, parts)
+        return _pipeline_ref(text, parts, external)
     if head not in step_names:
         raise RefError(f"reference {text!r} names a step that does not exist: {head!r}")
     return _port_ref(text, pipeline.name, head, parts[1:], default="outputs")
 
 
-def _pipeline_ref(text: str, parts: list[str]) -> Ref:
+def _pipeline_ref(text: str, parts: list[str], external: bool) -> Ref:
     name, rest = parts[0], parts[1:]
     if rest[:1] == ["step"]:
         if len(rest) < 2:
             raise RefError(f"bad reference form {text!r}: 'step' needs a step name")
-        return _port_ref(text, name, rest[1], rest[2:], default=None)
-    return _port_ref(text, name, None, rest, default="inputs")
+        return _port_ref(text, name, rest[1], rest[2:], default="outputs" if external else None)
+    return _port_ref(text, name, None, rest, default="outputs" if external else "inputs")
 
 
 def _port_ref(

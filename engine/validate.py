@@ -37,12 +37,14 @@ def pipeline_problems(pipeline: Pipeline) -> list[str]:
     p = pipeline
     problems: list[str] = []
     head = f"pipeline {p.name!r}"
+    problems += _name_problems(p.name, p.where("metadata", "name"), head)
     if not p.steps:
         problems.append(f"{p.where('spec')}: {head}: has no steps")
     seen: set[str] = set()
     deps = nx.DiGraph()
     for i, step in enumerate(p.steps):
         owner = f"{head}: step {step.name!r}"
+        problems += _name_problems(step.name, p.where("spec", "steps", i, "name"), owner)
         if step.name == p.name:
             problems.append(f"{p.where('spec', 'steps', i, 'name')}: {owner}: named like the pipeline")
         if step.name in seen:
@@ -87,12 +89,11 @@ def pipeline_problems(pipeline: Pipeline) -> list[str]:
             p, p.input.tensor_map, [*p.input.external_inputs, *p.input.external_triggers],
             p.where("spec", "input", "tensorMap"), owner, True)
     if p.output is not None:
-        for j, name in enumerate(p.output.steps):
-            if name not in {s.name for s in p.steps}:
-                problems.append(
-                    f"{p.where('spec', 'output', 'steps', j)}: {head}: output step {name!r} "
-                    "names a step that does not exist"
-                )
+        for j, text in enumerate(p.output.steps):  # step, step.outputs[.T], step.inputs[.T]
+            _, problem = _resolve(p, text, False, p.where("spec", "output", "steps", j),
+                                  f"{head}: output step {text!r}")
+            if problem:
+                problems.append(problem)
         problems += _tensor_map_problems(p, p.output.tensor_map, p.output.steps or sink_steps(p),
                                          p.where("spec", "output", "tensorMap"),
                                          f"{head}: spec.output", False)
@@ -108,6 +109,17 @@ def pipeline_problems(pipeline: Pipeline) -> list[str]:
                 "to allow it"
             )
     return problems
+
+
+def _name_problems(name: str, where: str, owner: str) -> list[str]:
+    """A pipeline's or step's name: references are split at dots, so a name cannot hold one.
+    (Seldon asks for DNS-1123 labels, which also forbid underscores; the published
+    insurance-claims pipeline has them, so they are accepted here.)"""
+    if not name.strip():
+        return [f"{where}: {owner}: empty name"]
+    if "." in name:
+        return [f"{where}: {owner}: a name cannot contain '.' (references are split at dots)"]
+    return []
 
 
 def sink_steps(p: Pipeline) -> list[str]:
@@ -127,12 +139,17 @@ def _tensor_map_problems(
     external: bool,
 ) -> list[str]:
     problems = []
-    wholes = set()
+    named: dict[Ref, set[str] | None] = {}  # port -> the tensors taken from it (None: all)
     for text in refs:
         try:
-            wholes.add(parse_ref(text, p, external=external).whole())
+            ref = parse_ref(text, p, external=external)
         except RefError:
             continue  # reported by the reference checks
+        taken = named.setdefault(ref.whole(), set())
+        if ref.tensor is None or taken is None:
+            named[ref.whole()] = None
+        else:
+            taken.add(ref.tensor)
     for key, new_name in tensor_map.items():
         try:
             ref = parse_ref(key, p, external=external)
@@ -141,8 +158,11 @@ def _tensor_map_problems(
             continue
         if ref.tensor is None:
             problems.append(f"{where}: {owner}: tensorMap key {key!r} must name a tensor")
-        elif ref.whole() not in wholes:
+        elif ref.whole() not in named:
             problems.append(f"{where}: {owner}: tensorMap key {key!r} is not among its inputs")
+        elif (taken := named[ref.whole()]) is not None and ref.tensor not in taken:
+            problems.append(f"{where}: {owner}: tensorMap key {key!r} names a tensor it does not "
+                            f"take from {str(ref.whole())!r} (only {', '.join(sorted(taken))})")
         if not new_name:
             problems.append(f"{where}: {owner}: tensorMap {key!r} maps to an empty name")
     return problems

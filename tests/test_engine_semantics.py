@@ -259,7 +259,7 @@ def test_a_loop_answers_with_the_output_its_last_turn_makes() -> None:
     round again) and runs on the last: the answer is that output, not the first turns'
     absence."""
     pipes = load_pipelines({"metadata": {"name": "p"}, "spec": {
-        "allowCycles": True,
+        "allowCycles": True, "maxStepRevisits": 5,
         "steps": [
             {"name": "inc", "inputs": ["p.inputs.x", "check.outputs.again"],
              "tensorMap": {"check.outputs.again": "x"}, "inputsJoinType": "any"},
