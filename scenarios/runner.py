@@ -20,6 +20,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from engine.engine import Engine, InferenceResult
+from engine.refs import RefError, parse_ref
 from engine.spec import Pipeline
 from engine.steps import StepRegistry
 from engine.tensors import Tensor
@@ -99,6 +100,44 @@ def _registry(scenario: Scenario, injections: list[Injection]) -> tuple[StepRegi
     return registry, models
 
 
+def _consumers(pipelines: list[Pipeline], name: str) -> list[str]:
+    """The pipelines whose ``spec.input.externalInputs`` take pipeline ``name``'s outputs
+    (``name``, ``name.outputs`` or ``name.outputs.T``; a single step's outputs do not count)."""
+    found = []
+    for p in pipelines:
+        if p.name == name or p.input is None:
+            continue
+        for text in p.input.external_inputs:
+            try:
+                ref = parse_ref(text, p, external=True)
+            except RefError:
+                continue
+            if ref.pipeline == name and ref.step is None and ref.port == "outputs":
+                found.append(p.name)
+                break
+    return found
+
+
+def result_pipeline(pipelines: list[Pipeline], target: str) -> str:
+    """The pipeline whose output ends a request sent to ``target`` when the scenario has no
+    ``result_of``: the last pipeline of the chain that starts at ``target`` (a pipeline
+    taking the target's outputs, one taking that one's, and so on), or ``target`` itself.
+    A chain that ends in more than one pipeline (or in none: a loop) has no last one, and
+    is an error: the scenario must say which with ``result_of``."""
+    reached, todo = {target}, [target]
+    while todo:
+        for name in _consumers(pipelines, todo.pop()):
+            if name not in reached:
+                reached.add(name)
+                todo.append(name)
+    ends = [p.name for p in pipelines if p.name in reached and not _consumers(pipelines, p.name)]
+    if len(ends) != 1:
+        found = f"ends in {', '.join(ends)}" if ends else "loops"
+        raise ScenarioError(f"the chain of pipelines from {target!r} {found}: set result_of "
+                            "to the pipeline whose output ends a request")
+    return ends[0]
+
+
 def _request(arrays: Arrays, injections: Iterable[Injection]) -> tuple[Tensor, ...]:
     for injection in injections:
         if injection.active:
@@ -120,7 +159,7 @@ async def execute(scenario: Scenario, out: Path, *, seed: int | None = None,
         raise ScenarioError(f"seed {seed}: a seed is 0 or more")
     pipelines = scenario.pipelines()
     target = scenario.target or pipelines[0].name
-    waits_for = scenario.result_of or target
+    waits_for = scenario.result_of or result_pipeline(pipelines, target)
     injections = [Injection.create(f, seed, i) for i, f in enumerate(scenario.faults)
                   if f.type != "none"]
     registry, models = _registry(scenario, injections)

@@ -221,7 +221,8 @@ class Scenario(_Model):
     description: str = ""
     pipeline: str | dict[str, Any] | list[dict[str, Any]]  # file (relative) or inline docs
     target: str | None = None  # the pipeline the traffic goes to (default: the first)
-    result_of: str | None = None  # the pipeline whose output ends a request (default: target)
+    result_of: str | None = None  # the pipeline whose output ends a request (default: the
+    # last pipeline of the chain from target, runner.result_pipeline)
     steps: str  # step module: dotted name or .py path (relative)
     models: dict[str, str] = Field(default_factory=dict)
     traffic: Traffic
