@@ -73,7 +73,8 @@ def render(settings: Settings) -> None:
     st.session_state.setdefault("rca_incident", st.query_params.get("incident", inc_default))
     left, middle, right = st.columns(3)
     reference = left.text_input("Reference window", key="rca_reference",
-                                help="T0..T1 (ISO or epoch seconds), first:N or last:N")
+                                help="T0..T1 (ISO or epoch seconds), first:N, last:N or requests:A..B "
+                                "(requests by arrival, from 0)")
     incident = middle.text_input("Incident window", key="rca_incident")
     with right:
         method = option("method", list(causal.METHODS), "Method", "rca_method", sidebar=False)
