@@ -30,9 +30,7 @@ def graph_for(graph_or_spec: GraphOrSpec, *frames: pd.DataFrame,
     """The causal graph over the usable columns of ``frames`` (unless one is given)."""
     if isinstance(graph_or_spec, CausalGraph):
         return graph_or_spec
-    columns: list[str] = []
-    for frame in frames:
-        columns += [c for c in usable_columns(frame) if c not in columns]
+    columns = usable_columns(*frames)
     graph = build_graph(graph_or_spec, columns, layout)
     if not graph.nodes:
         shown = ", ".join(columns[:5]) + (", ..." if len(columns) > 5 else "")
@@ -66,8 +64,10 @@ def explain_request(graph_or_spec: GraphOrSpec, reference: pd.DataFrame,
                     request: pd.DataFrame | pd.Series, method: str = "flowcause", *,
                     layout: Mapping[str, str] | None = None, **opts: Any) -> Ranking:
     """Rank the steps that may have made one request (a row of a frame) go wrong."""
-    row = request.to_frame().T if isinstance(request, pd.Series) else request.iloc[:1]
-    row = row.infer_objects()
+    # a row of a frame keeps its columns' types; a Series has lost them (to object), so they
+    # are inferred again from its values
+    row = (request.to_frame().T.infer_objects() if isinstance(request, pd.Series)
+           else request.iloc[:1])
     check_rows(reference, "reference")
     check_rows(row, "request", 1)
     graph = graph_for(graph_or_spec, reference, row, layout=layout)

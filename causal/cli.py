@@ -4,12 +4,20 @@ bad request (``--request``)."""
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
+import sys
 from pathlib import Path
 
-from causal import METHODS, explain_request, graph_for, localise
+from causal import METHODS, explain_request, graph_for, localise, make_method
 from causal.frames import WindowError, read_window
 from engine.spec import load_pipelines
+
+MODES = {"shift": "compare two windows", "anomaly": "explain one request (--request)"}
+
+
+class OptionError(ValueError):
+    """Options the command cannot run with: exit 2 (windows it cannot rank: exit 1)."""
 
 
 def _options(pairs: list[str]) -> dict[str, object]:
@@ -19,7 +27,7 @@ def _options(pairs: list[str]) -> dict[str, object]:
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key:
-            raise SystemExit(f"--option expects KEY=VALUE, got {pair!r}")
+            raise OptionError(f"--option expects KEY=VALUE, got {pair!r}")
         try:
             out[key] = json.loads(value)
         except json.JSONDecodeError:
@@ -27,14 +35,39 @@ def _options(pairs: list[str]) -> dict[str, object]:
     return out
 
 
+def check_method(method: str, mode: str, opts: dict[str, object]) -> None:
+    """Refuse, before any window is read, a method that cannot do ``mode`` or does not take
+    ``opts`` (a name it has no option of, or a value it rejects)."""
+    cls = METHODS[method]
+    if mode not in cls.modes:
+        able = ", ".join(m for m, c in METHODS.items() if mode in c.modes)
+        raise OptionError(f"{method} cannot {MODES[mode]}; it can only "
+                          f"{' or '.join(MODES[m] for m in sorted(cls.modes))} "
+                          f"(methods that can: {able})")
+    known = inspect.signature(cls).parameters
+    unknown = [key for key in opts if key not in known]
+    if unknown:
+        raise OptionError(f"{method} has no option {', '.join(unknown)} "
+                          f"(its options: {', '.join(known)})")
+    try:
+        make_method(method, **opts)
+    except (TypeError, ValueError) as exc:
+        raise OptionError(f"option of {method}: {exc}") from None
+
+
 def cmd_localise(args: argparse.Namespace) -> int:
     try:
         return _localise(args)
     except WindowError as exc:  # the data, not the options: exit 1, as `flowcause report`
         raise SystemExit(f"flowcause: {exc}") from None
+    except OptionError as exc:
+        print(f"flowcause: {exc}", file=sys.stderr)
+        return 2
 
 
 def _localise(args: argparse.Namespace) -> int:
+    opts = _options(args.option)
+    check_method(args.method, "shift" if args.request is None else "anomaly", opts)
     pipelines = [p for f in args.pipeline for p in load_pipelines(Path(f))]
     names = [p.name for p in pipelines]
     layout = None
@@ -45,15 +78,19 @@ def _localise(args: argparse.Namespace) -> int:
     reference = read_window(args.reference, names, layout)
     incident = read_window(args.incident, names, layout)
     graph = graph_for(pipelines, reference, incident, layout=layout)
-    opts = _options(args.option)
-    if args.request is None:
-        ranking = localise(graph, reference, incident, args.method, **opts)
-    else:
+    row = None
+    if args.request is not None:
         index = incident.index.astype(str)
         if args.request not in set(index):
             raise SystemExit(f"request {args.request!r} is not in the incident window")
         row = incident[index == args.request].iloc[:1]
-        ranking = explain_request(graph, reference, row, args.method, **opts)
+    try:
+        ranking = (localise(graph, reference, incident, args.method, **opts) if row is None
+                   else explain_request(graph, reference, row, args.method, **opts))
+    except WindowError:
+        raise
+    except (TypeError, ValueError) as exc:  # an option value the method trips over running
+        raise OptionError(f"option of {args.method}: {exc}") from None
     if args.format == "json":
         print(ranking.to_json(indent=2))
     else:

@@ -20,6 +20,7 @@ import pandas as pd
 
 MAX_LEVELS = 10
 MAX_CATEGORIES = 50
+HASH_SUFFIX = ".hash"  # a larger BYTES tensor's digest (docs/trace-store.md): an id, no category
 LATENCY_RESOLUTION_MS = 1.0
 LATENCY_STEP = 1.1
 
@@ -31,12 +32,20 @@ def latency_bucket(ms: np.ndarray) -> np.ndarray:
     return np.floor(np.log1p(np.maximum(ms, 0.0) / LATENCY_RESOLUTION_MS) / np.log(LATENCY_STEP))
 
 
-def usable_columns(frame: pd.DataFrame) -> list[str]:
-    """Columns that can be nodes: numeric or boolean ones, and strings with few values."""
+def usable_columns(*frames: pd.DataFrame) -> list[str]:
+    """Columns that can be nodes, decided over all ``frames`` together: numeric or boolean
+    ones (in some window; :func:`causal.frames.check_numbers` then holds the others to
+    numbers), and text with at most ``MAX_CATEGORIES`` values in all windows together.
+    Decided window by window, a window of one request or of a few dozen would pass any id
+    or hash as a category, each of its values unseen elsewhere. Digests (``.hash``) are
+    never nodes, however few requests the windows hold."""
     out = []
-    for col in frame.columns:
-        series = frame[col]
-        if _is_numeric(series) or series.nunique(dropna=True) <= MAX_CATEGORIES:
+    for col in dict.fromkeys(c for frame in frames for c in frame.columns):
+        if str(col).endswith(HASH_SUFFIX):
+            continue
+        held = [f[col] for f in frames if col in f and f[col].notna().any()]
+        if (any(_is_numeric(s) for s in held) or not held
+                or pd.concat(held, ignore_index=True).nunique(dropna=True) <= MAX_CATEGORIES):
             out.append(col)
     return out
 
@@ -53,6 +62,13 @@ class Encoding:
     def discrete(self) -> np.ndarray:
         return np.array([lv is not None for lv in self.levels], dtype=bool)
 
+    @cached_property
+    def textual(self) -> list[bool]:
+        """Whether a discrete node's levels are text: then every window is coded by its
+        values' text, numeric ones too (a BOOL column read as ``bool`` in one window and, with
+        blanks, as text in another; a column with no value at all in one window)."""
+        return [lv is not None and any(isinstance(v, str) for v in lv) for lv in self.levels]
+
     def n_levels(self, j: int) -> int:
         lv = self.levels[j]
         return 0 if lv is None else len(lv)
@@ -68,7 +84,7 @@ class Encoding:
             series = _values(frame, node, self.coarse)
             if levels is None:
                 out[:, j] = pd.to_numeric(series, errors="coerce").to_numpy(dtype=float)
-            elif _is_numeric(series):
+            elif _is_numeric(series) and not self.textual[j]:
                 out[:, j] = _codes(series.to_numpy(dtype=float), levels)
             else:
                 codes = {level: i for i, level in enumerate(levels)}
@@ -116,14 +132,16 @@ def fit_encoding(nodes: Sequence[str], frames: Sequence[pd.DataFrame],
     for node in nodes:
         series = [_values(f, node, coarse) for f in frames]
         absent = any(f.isna().any() for f in series)
-        if all(_is_numeric(f) for f in series):
-            values = np.concatenate([f.to_numpy(dtype=float) for f in series])
+        # a window without a single value of the node says nothing about its kind
+        filled = [f for f in series if f.notna().any()]
+        if all(_is_numeric(f) for f in filled):
+            values = np.concatenate([f.to_numpy(dtype=float) for f in filled] or [np.empty(0)])
             numbers = np.unique(values[~np.isnan(values)])
             if len(numbers) > MAX_LEVELS or not np.all(numbers == np.round(numbers)):
                 levels.append(None)
                 continue
             ordered: list[object] = numbers.tolist()
         else:
-            ordered = sorted({str(v) for f in series for v in f.dropna()})
+            ordered = sorted({str(v) for f in filled for v in f.dropna()})
         levels.append(([None] if absent else []) + ordered)
     return Encoding(list(nodes), levels, frozenset(coarse))

@@ -31,9 +31,11 @@ def check_rows(frame: pd.DataFrame, name: str, least: int = MIN_ROWS) -> None:
 
 def check_numbers(columns: Sequence[str], frames: Mapping[str, pd.DataFrame]) -> None:
     """A column that is numeric in one window must read as numbers in every window (one
-    value with a typo, ``100.0x``, makes pandas read a whole CSV column as text)."""
+    value with a typo, ``100.0x``, makes pandas read a whole CSV column as text). A window
+    where the column holds no value at all (a text output every request of it lacks, which
+    pandas reads as float NaN) is neither numbers nor text."""
     for col in columns:
-        held = {name: f[col] for name, f in frames.items() if col in f}
+        held = {name: f[col] for name, f in frames.items() if col in f and f[col].notna().any()}
         if not any(pd.api.types.is_numeric_dtype(s) for s in held.values()):
             continue
         for name, series in held.items():

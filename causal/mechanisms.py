@@ -41,10 +41,33 @@ MAX_DEPTH = 8
 KNOTS = (0.25, 0.5, 0.75)
 MAX_INTERACTIONS = 64
 MAX_SURPRISE = 300.0  # -log10 of the smallest tail probability reported
+TREE_LIMIT = 1e30  # standardised tree inputs are clipped to this, well inside float32's range
+MIN_REGIME_ROWS = 10  # the fewest rows of a regime its own residual spread is estimated from
 
 
 def _tail_surprise(p: np.ndarray) -> np.ndarray:
     return np.minimum(-np.log10(np.maximum(p, 10.0 ** -MAX_SURPRISE)), MAX_SURPRISE)
+
+
+def _moments(C: np.ndarray, observed: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per column, the mean and standard deviation of the ``observed`` values. They are
+    taken of the values divided by the column's largest magnitude, so that no sum or square
+    overflows: the trace store keeps numbers as float64, and a square overflows from 1.3e154."""
+    size = np.where(observed, np.abs(C), 0.0).max(0, initial=0.0)
+    size = np.where(size > 0, size, 1.0)
+    S = np.where(observed, C / size, 0.0)
+    count = np.maximum(observed.sum(0), 1)
+    mean = S.sum(0) / count
+    spread = np.sqrt((np.where(observed, S - mean, 0.0) ** 2).sum(0) / count)
+    return mean * size, spread * size
+
+
+def _robust_spread(r: np.ndarray, floor: float) -> float:
+    """The residuals' spread: 1.4826 MAD (their standard deviation when most are equal), at
+    least ``floor``."""
+    mad = 1.4826 * float(np.median(np.abs(r - np.median(r))))
+    std = float(_moments(r[:, None], np.ones((len(r), 1), dtype=bool))[1][0])
+    return max(mad if mad > 0 else std, floor)
 
 
 class Design:
@@ -55,14 +78,12 @@ class Design:
         self.parents = parents
         self.cont = [p for p in parents if not discrete[p]]
         self.disc = [p for p in parents if discrete[p]]
+        self.tree_cont = [i for i, p in enumerate(parents) if not discrete[p]]
         C = X[:, self.cont]
         observed = ~np.isnan(C)
-        count = np.maximum(observed.sum(0), 1)
-        filled = np.where(observed, C, 0.0)
         self.low = np.where(observed, C, np.inf).min(0, initial=np.inf)
         self.high = np.where(observed, C, -np.inf).max(0, initial=-np.inf)
-        self.mean = filled.sum(0) / count
-        spread = np.sqrt((np.where(observed, C - self.mean, 0.0) ** 2).sum(0) / count)
+        self.mean, spread = _moments(C, observed)
         self.scale = np.where(spread > 0, spread, 1.0)
         self.absent_seen = (~observed).any(0)
         self.flagged = [i for i, seen in enumerate(self.absent_seen) if seen]
@@ -126,7 +147,14 @@ class Design:
         return np.hstack(cols)
 
     def tree_input(self, X: np.ndarray) -> np.ndarray:
-        return X[:, self.parents]
+        """The parents as a tree's inputs: continuous ones standardised, discrete codes as
+        they are. sklearn's trees work in float32, which holds no value beyond 3.4e38 and
+        merges values that differ only beyond its 7 digits; standardised values (a tree's
+        splits do not change under this affine map) fit, and keep their differences."""
+        inputs = X[:, self.parents]
+        if self.tree_cont:
+            inputs[:, self.tree_cont] = np.clip(self._standardised(X), -TREE_LIMIT, TREE_LIMIT)
+        return inputs
 
 
 MIN_RULE_ROWS = 40
@@ -353,7 +381,15 @@ def _lstsq(D: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, float]:
 class ContinuousMechanism:
     """A continuous node: value = regression(parents) + residual, and whether it is absent.
 
-    Its noise is (randomised PIT of the absent/present state, residual).
+    Its noise is (randomised PIT of the absent/present state, residual). A request's
+    surprise reads its residual against the spread of its own regime (the discrete parents
+    and "absent" flags, :meth:`Design.regime_keys`): one regime can be far noisier than the
+    others (a rare kind of request, a parent missing), and a spread pooled over all of them
+    is the usual regime's, which makes every request of the noisy one look next to
+    impossible. A regime of fewer than ``MIN_REGIME_ROWS`` rows, too few to estimate its
+    own, is read against the node's spread of values (what the parents leave unexplained
+    at most), unless the node is exact wherever it could be checked: a step that is code
+    in its usual regimes is code in the rare one too.
     """
 
     def __init__(self, enc: Encoding, node: int, parents: list[int], X: np.ndarray) -> None:
@@ -367,21 +403,56 @@ class ContinuousMechanism:
         self.model = "none"
         self.tolerance = 0.0
         self.residuals = np.zeros(1)
-        self.centre, self.spread = 0.0, 1.0
+        self.centre, self.spread = 0.0, 1.0  # pooled; for rows of a regime not in ``regimes``
+        self.regimes = np.empty(0, dtype=np.int64)  # per regime key: its centre and spread
+        self.regime_centre, self.regime_spread = np.empty(0), np.empty(0)
         if present.any():
             xp = x[present]
-            self.tolerance = EXACT_TOLERANCE * max(float(np.max(np.abs(xp))), 1e-300)
-            coef, press = _lstsq(self.design.linear(X, hinge=False)[present], xp)
-            self.coef, self.model = coef, "linear"
-            if press > (self.tolerance ** 2) and self.design.cont:
-                coef_h, press_h = _lstsq(self.design.linear(X, hinge=True)[present], xp)
+            # fitted to the values divided by their largest magnitude, so that the squared
+            # leave-one-out errors cannot overflow
+            size = max(float(np.max(np.abs(xp))), 1e-300)
+            self.tolerance = EXACT_TOLERANCE * size
+            coef, press = _lstsq(self.design.linear(X, hinge=False)[present], xp / size)
+            self.coef, self.model = coef * size, "linear"
+            if press > EXACT_TOLERANCE ** 2 and self.design.cont:
+                coef_h, press_h = _lstsq(self.design.linear(X, hinge=True)[present], xp / size)
                 if press_h < 0.8 * press:
-                    self.coef, self.hinge, self.model = coef_h, True, "hinge"
-            self.residuals = np.sort(self._residual(X)[present])
-            self.centre = float(np.median(self.residuals))
-            mad = 1.4826 * float(np.median(np.abs(self.residuals - self.centre)))
-            std = float(np.std(self.residuals))
-            self.spread = max(mad if mad > 0 else std, self.tolerance)
+                    self.coef, self.hinge, self.model = coef_h * size, True, "hinge"
+            residuals = self._residual(X)[present]
+            self.residuals = np.sort(residuals)
+            self.centre = float(np.median(residuals))
+            self.spread = _robust_spread(residuals, self.tolerance)
+            keys = self.design.regime_keys(X)
+            if keys is not None:
+                self._regime_noise(keys[present], residuals, xp)
+
+    def _regime_noise(self, keys: np.ndarray, residuals: np.ndarray, values: np.ndarray
+                      ) -> None:
+        """Each regime's residual centre and spread (see the class)."""
+        self.regimes, inverse, counts = np.unique(keys, return_inverse=True, return_counts=True)
+        large = counts[inverse] >= MIN_REGIME_ROWS
+        checked = residuals[large] if large.any() else residuals
+        exact = not checked.any()
+        value_spread = float(_moments(values[:, None], np.ones((len(values), 1), dtype=bool)
+                                      )[1][0])
+        rare = self.spread if exact else max(self.spread, value_spread)
+        self.regime_centre = np.full(len(self.regimes), self.centre)
+        self.regime_spread = np.full(len(self.regimes), rare)
+        for k in np.flatnonzero(counts >= MIN_REGIME_ROWS):
+            own = residuals[inverse == k]
+            self.regime_centre[k] = float(np.median(own))
+            self.regime_spread[k] = _robust_spread(own, self.tolerance)
+
+    def _noise_scale(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Per row, the residual centre and spread of its regime (pooled when unseen)."""
+        centre, spread = np.full(len(X), self.centre), np.full(len(X), self.spread)
+        keys = self.design.regime_keys(X) if len(self.regimes) else None
+        if keys is not None:
+            at = np.minimum(np.searchsorted(self.regimes, keys), len(self.regimes) - 1)
+            seen = self.regimes[at] == keys
+            centre[seen] = self.regime_centre[at[seen]]
+            spread[seen] = self.regime_spread[at[seen]]
+        return centre, spread
 
     def _predict(self, X: np.ndarray) -> np.ndarray:
         assert self.coef is not None
@@ -411,11 +482,14 @@ class ContinuousMechanism:
 
     def surprise(self, X: np.ndarray) -> np.ndarray:
         """-log10 p of the row: the absent/present state's tail, or the residual's two-sided
-        normal tail against the robust residual spread, whichever is more surprising."""
+        normal tail against the robust residual spread of its regime, whichever is more
+        surprising."""
         state = ~np.isnan(X[:, self.node])
         state_surprise = _tail_surprise(self.presence.tail(X, state.astype(float)))
         r = self._residual(X)
-        z = np.abs(np.nan_to_num(r) - self.centre) / self.spread
+        centre, spread = self._noise_scale(X)
+        with np.errstate(over="ignore"):  # a residual beyond float64's range: infinitely far
+            z = np.abs(np.nan_to_num(r) - centre) / spread
         value_surprise = np.where(np.isnan(r), 0.0,
                                   np.minimum(-(norm.logsf(z) + np.log(2)) / np.log(10),
                                              MAX_SURPRISE))

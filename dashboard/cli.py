@@ -68,6 +68,11 @@ def cmd_report(args: argparse.Namespace) -> int:
         print(f"flowcause report: unknown method {args.method!r} (one of {', '.join(causal.METHODS)})",
               file=sys.stderr)
         return 2
+    if "shift" not in causal.METHODS[args.method].modes:  # a report compares two windows
+        able = ", ".join(m for m, cls in causal.METHODS.items() if "shift" in cls.modes)
+        print(f"flowcause report: {args.method} explains single requests and cannot compare two "
+              f"windows (use one of {able})", file=sys.stderr)
+        return 2
     fmt = args.format or FORMATS.get(Path(args.out).suffix.lower(), "html")
     try:
         data = comparison(args)

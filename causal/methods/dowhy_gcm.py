@@ -12,8 +12,12 @@ pipeline output as target node.
 - ``dowhy-anomaly``: ``gcm.attribute_anomalies`` of one request; "no fault" when the target's
   information-theoretic anomaly score (the sum of the attributions) is below -log(alpha).
 
-DoWhy only scores ancestors of the target; other nodes are not candidates. Absent values are
-0 and discrete nodes their level codes, as in the published datasets.
+DoWhy attributes to one target node at a time; a pipeline with several output tensors has
+several targets (``CausalGraph.targets``), and a fault may move only one of them. So each
+method runs once per target (``target=`` picks one) and a node scores its largest score
+over them; "no fault" only when no run finds one. DoWhy only scores ancestors of a target;
+other nodes are not candidates. Absent values are 0 and discrete nodes their level codes,
+as in the published datasets.
 """
 
 from __future__ import annotations
@@ -49,13 +53,17 @@ class _DoWhy(Method):
         self.target = target
         self.seed = seed
 
-    def _setup(self, graph: CausalGraph, frames: list[pd.DataFrame], invertible: bool
-               ) -> tuple[Any, Any, str, list[pd.DataFrame]]:
+    def _targets(self, graph: CausalGraph) -> list[str]:
+        return [self.target] if self.target else graph.targets
+
+    def _setup(self, graph: CausalGraph, frames: list[pd.DataFrame], invertible: bool,
+               target: str) -> tuple[Any, Any, list[pd.DataFrame]]:
+        """DoWhy, the model of ``target``'s ancestors with its mechanisms, and ``frames``
+        encoded for it."""
         gcm = _gcm()
         from dowhy.gcm.util.general import set_random_seed
 
         set_random_seed(self.seed)
-        target = self.target or graph.targets[0]
         keep = nx.ancestors(graph.dag, target) | {target}
         nodes = [n for n in graph.nodes if n in keep]
         enc = fit_encoding(nodes, frames, graph.latency_nodes)
@@ -70,7 +78,7 @@ class _DoWhy(Method):
                 model.set_causal_mechanism(
                     node, gcm.EmpiricalDistribution() if dag.in_degree(node) == 0
                     else gcm.AdditiveNoiseModel(gcm.ml.create_linear_regressor()))
-        return gcm, model, target, data
+        return gcm, model, data
 
 
 class DoWhyShift(_DoWhy):
@@ -89,7 +97,25 @@ class DoWhyShift(_DoWhy):
 
     def shift(self, graph: CausalGraph, reference: pd.DataFrame, incident: pd.DataFrame
               ) -> Ranking:
-        gcm, model, target, (old, new) = self._setup(graph, [reference, incident], False)
+        targets = self._targets(graph)
+        scores: dict[str, float] = {}
+        evidence: dict[str, dict[str, Any]] = {}
+        no_fault = True
+        for target in targets:
+            attributions, changed = self._attribute(graph, reference, incident, target)
+            no_fault = no_fault and not any(changed.values())
+            for n, v in attributions.items():
+                if n not in scores or abs(float(v)) > scores[n]:
+                    scores[n] = abs(float(v))
+                    evidence[n] = {"attribution": float(v), "target": target,
+                                   "mechanism_changed": bool(changed.get(n))}
+        return Ranking(self.name, "shift", rank_steps(graph, scores, evidence),
+                       no_fault=no_fault, details={"targets": targets})
+
+    def _attribute(self, graph: CausalGraph, reference: pd.DataFrame, incident: pd.DataFrame,
+                   target: str) -> tuple[dict[str, Any], dict[str, Any]]:
+        """DoWhy's attributions of ``target``'s change, and its mechanism-change flags."""
+        gcm, model, (old, new) = self._setup(graph, [reference, incident], False, target)
         from dowhy.gcm.independence_test import approx_kernel_based, kernel_based
 
         test: Any = partial(approx_kernel_based, use_bootstrap=False)
@@ -107,11 +133,7 @@ class DoWhyShift(_DoWhy):
             model, old, new, target, num_samples=self.num_samples, return_additional_info=True,
             difference_estimation_func=divergence, independence_test=test,
             conditional_independence_test=test)
-        scores = {n: abs(float(v)) for n, v in attributions.items()}
-        evidence = {n: {"attribution": float(v), "mechanism_changed": bool(changed.get(n))}
-                    for n, v in attributions.items()}
-        return Ranking(self.name, "shift", rank_steps(graph, scores, evidence),
-                       no_fault=not any(changed.values()), details={"target": target})
+        return attributions, changed
 
 
 class DoWhyAnomaly(_DoWhy):
@@ -127,13 +149,19 @@ class DoWhyAnomaly(_DoWhy):
 
     def anomaly(self, graph: CausalGraph, reference: pd.DataFrame, request: pd.DataFrame
                 ) -> Ranking:
-        gcm, model, target, (ref, row) = self._setup(graph, [reference, request[:1]], True)
-        gcm.fit(model, ref)
-        attributions = gcm.attribute_anomalies(
-            model, target, anomaly_samples=row,
-            num_distribution_samples=self.num_distribution_samples)
-        scores = {n: float(np.asarray(v).reshape(-1)[0]) for n, v in attributions.items()}
-        total = sum(scores.values())
+        scores: dict[str, float] = {}
+        totals: dict[str, float] = {}  # per target, its IT anomaly score
+        for target in self._targets(graph):
+            gcm, model, (ref, row) = self._setup(graph, [reference, request[:1]], True, target)
+            gcm.fit(model, ref)
+            attributions = gcm.attribute_anomalies(
+                model, target, anomaly_samples=row,
+                num_distribution_samples=self.num_distribution_samples)
+            own = {n: float(np.asarray(v).reshape(-1)[0]) for n, v in attributions.items()}
+            totals[target] = sum(own.values())
+            for n, v in own.items():
+                scores[n] = max(scores.get(n, v), v)
         level = float(-np.log(self.alpha))
-        return Ranking(self.name, "anomaly", rank_steps(graph, scores), no_fault=total < level,
-                       threshold=level, details={"target": target, "target_it_score": total})
+        return Ranking(self.name, "anomaly", rank_steps(graph, scores),
+                       no_fault=max(totals.values()) < level, threshold=level,
+                       details={"targets": list(totals), "target_it_score": totals})
