@@ -89,8 +89,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0 if all("error" not in o for o in out) else 1
 
 
-def _partition_count(text: str) -> int:
-    """``serve --partitions``: a whole number, at least 1."""
+def _at_least_one(text: str) -> int:
+    """A whole number, at least 1 (``serve --partitions``, ``--transaction-timeout-ms``)."""
     try:
         value = int(text)
     except ValueError:
@@ -125,7 +125,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     async def main() -> BaseException | None:
         transport = KafkaTransport(args.bootstrap, group_id=args.group, partitions=args.partitions,
-                                   exactly_once=args.exactly_once, step_inputs=args.step_inputs)
+                                   exactly_once=args.exactly_once, step_inputs=args.step_inputs,
+                                   worker_id=args.worker_id,
+                                   transaction_timeout_ms=args.transaction_timeout_ms)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -192,11 +194,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", action="append", default=[], metavar="STEP=MODEL")
     p.add_argument("--bootstrap", required=True, help="Kafka bootstrap servers, host:port")
     p.add_argument("--group", default="flowcause", help="consumer group shared by the workers")
-    p.add_argument("--partitions", type=_partition_count, default=4,
+    p.add_argument("--partitions", type=_at_least_one, default=4,
                    help="partitions of every topic (at least 1)")
     p.add_argument("--prefix", default="seldon", help="topic prefix")
     p.add_argument("--namespace", default="default", help="topic namespace")
     p.add_argument("--exactly-once", action="store_true", help="Kafka transactions per batch")
+    p.add_argument("--worker-id", metavar="NAME",
+                   help="with --exactly-once: a name unique in the group and kept across "
+                        "restarts (e.g. a StatefulSet pod name); a restarted worker then aborts "
+                        "its predecessor's open transaction at once (default: random)")
+    p.add_argument("--transaction-timeout-ms", type=_at_least_one, default=60000,
+                   metavar="MS",
+                   help="with --exactly-once: how long the broker keeps a dead worker's "
+                        "transaction open (and read_committed readers waiting); must exceed "
+                        "the longest poll (default 60000)")
     p.add_argument("--step-inputs", action="store_true",
                    help="also write each step's joined inputs to model.<step>.inputs (Seldon layout)")
     p.add_argument("--trace-store", metavar="DIR",

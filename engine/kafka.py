@@ -19,8 +19,9 @@
 - ``exactly_once=True`` wraps each consumed batch in a Kafka transaction (outputs and
   offsets commit together; consumers read committed data only). It costs a transaction
   round trip per batch, which the work loop waits for.
-- A record that cannot be decoded, or one too large to produce, goes to the errors topic
-  with the reason; the consumer moves on.
+- A record that cannot be decoded (a null value included), or one too large to produce,
+  goes to the errors topic with the reason; the consumer moves on. Error and absence
+  records too large are cut, not refused by the broker.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import uuid
 import zlib
 from collections import defaultdict, deque
@@ -37,11 +39,11 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
-from aiokafka.errors import CommitFailedError, IllegalStateError, TopicAlreadyExistsError
+from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError, for_code
 from aiokafka.producer.message_accumulator import BatchBuilder
 
 from engine.lineage import Lineage, new_span_id, new_trace_id
-from engine.record import Record
+from engine.record import Record, bounded_error
 from engine.transport import Handler, Host
 
 log = logging.getLogger(__name__)
@@ -52,12 +54,35 @@ DEFAULT_MAX_RECORD_BYTES = 1_000_000
 BATCH_BYTES = 512 * 1024
 
 STOP_FLUSH_S = 30.0  # how long stop() waits for the broker to acknowledge what is left
+# How long stop() lets the poll in hand finish (steps running as tasks included); a poll
+# that takes longer is abandoned uncommitted, so its records are read again.
+STOP_WAIT_S = 10.0
 
 Acks = list["asyncio.Future[None]"]
+
+# Kafka's rule for topic names: at most 249 of ASCII alphanumerics, '.', '_' and '-'.
+_TOPIC_NAME = re.compile(r"[A-Za-z0-9._-]{1,249}")
+_TOPIC_ALREADY_EXISTS = 36
+
+
+class TopicSetupError(KafkaError):
+    """The deployment's topics cannot be used: an invalid name, a partition count that does
+    not match ``partitions``, a topic the broker refused to create."""
 
 
 def partition_of(request_id: str, partitions: int) -> int:
     return zlib.crc32(request_id.encode()) % partitions
+
+
+async def _acknowledged(acks: Iterable[asyncio.Future[None]]) -> None:
+    """Wait for acknowledgements; raise the first failure. Unlike ``gather``, a waiter
+    cancelled (the commit loop, at stop) leaves the acknowledgements themselves alone, so
+    the next waiter still sees them."""
+    acks = list(acks)
+    if acks:
+        await asyncio.wait(acks)
+        for ack in acks:
+            ack.result()
 
 
 class _Rebalance(ConsumerRebalanceListener):
@@ -124,7 +149,12 @@ class KafkaTransport:
         max_batch: int = 1000,
         commit_interval_ms: int = 100,
         step_inputs: bool = False,
+        stop_wait_s: float = STOP_WAIT_S,
+        worker_id: str | None = None,
+        transaction_timeout_ms: int = 60000,
     ) -> None:
+        if partitions < 1:
+            raise ValueError(f"partitions must be at least 1, got {partitions}")
         self.bootstrap = bootstrap
         self.group_id = group_id
         self.partitions = partitions
@@ -135,6 +165,14 @@ class KafkaTransport:
         self.max_batch = max_batch
         self.commit_interval_ms = commit_interval_ms
         self.step_inputs = step_inputs
+        self.stop_wait_s = stop_wait_s
+        # Exactly-once: the transactional id is ``<group>-<worker id>``. A stable worker id
+        # (a restarted worker takes its predecessor's) fences the predecessor at once: its
+        # open transaction is aborted when the new producer starts. Without one, a random id
+        # leaves a killed worker's transaction open until ``transaction_timeout_ms`` passes,
+        # and read_committed readers of its partitions wait that long.
+        self.worker_id = worker_id
+        self.transaction_timeout_ms = transaction_timeout_ms
         self._topics: list[str] = []
         self._host: Host | None = None
         self._work: dict[str, list[Handler]] = defaultdict(list)
@@ -192,11 +230,16 @@ class KafkaTransport:
     def publish(self, topic: str, record: Record) -> None:
         value = record.encode_value()
         lin = record.lineage
-        if len(value) > self.max_record_bytes and record.kind == "data":
+        if len(value) > self.max_record_bytes:  # every kind: the broker would refuse it
             self.stats["oversized"] += 1
-            self._publish_error(lin, f"record for {topic} is {len(value)} bytes, over the "
-                                     f"{self.max_record_bytes}-byte limit; dropped")
-            return
+            if record.kind == "data":
+                self._publish_error(lin, f"record for {topic} is {len(value)} bytes, over the "
+                                         f"{self.max_record_bytes}-byte limit; dropped")
+                return
+            # an error or absence notice: its text is what is large, and it must still go
+            record = Record(lin, kind=record.kind, error=bounded_error(
+                record.error or "", min(4096, self.max_record_bytes // 8)))
+            value = record.encode_value()
         partition = partition_of(lin.request_id, self.partitions)
         key = f"{partition}.{lin.pipeline}.{lin.request_id}".encode()
         headers = lin.to_headers()
@@ -224,20 +267,65 @@ class KafkaTransport:
 
     # -- life cycle ----------------------------------------------------------------------
     async def _create_topics(self) -> None:
+        """Create the missing topics; every topic, old or new, must have ``partitions``
+        partitions (co-partitioning), else :class:`TopicSetupError`."""
+        bad = [t for t in self._topics if not _TOPIC_NAME.fullmatch(t)]
+        if bad:
+            raise TopicSetupError(
+                f"invalid Kafka topic name {bad[0]!r}: a topic name is 1 to 249 of ASCII "
+                f"letters, digits, '.', '_' and '-' (check the topic prefix and namespace)")
         admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap, client_id=self.client_id)
-        await admin.start()
         try:
+            await admin.start()
             existing = set(await admin.list_topics())
             new = [NewTopic(t, self.partitions, 1) for t in self._topics if t not in existing]
+            raced = []
             if new:
-                with contextlib.suppress(TopicAlreadyExistsError):
-                    await admin.create_topics(new)
+                response = await admin.create_topics(new)
+                for topic, code, message, *_ in response.topic_errors:
+                    if code == _TOPIC_ALREADY_EXISTS:  # another worker created it meanwhile
+                        raced.append(topic)
+                    elif code:
+                        raise TopicSetupError(f"cannot create topic {topic!r}: "
+                                              f"{for_code(code).__name__}: {message}")
+            old = [t for t in self._topics if t in existing or t in raced]
+            wrong = []
+            for info in await admin.describe_topics(old) if old else ():
+                count = len(info["partitions"])
+                if info["error_code"] == 0 and count != self.partitions:
+                    wrong.append(f"{info['topic']} ({count})")
+            if wrong:
+                raise TopicSetupError(
+                    f"{len(wrong)} existing topic(s) do not have {self.partitions} partitions, "
+                    f"as this worker was told (every topic of a deployment needs the same "
+                    f"count): {', '.join(sorted(wrong)[:5])}{' ...' if len(wrong) > 5 else ''}; "
+                    f"start the worker with the topics' partition count or use new topics")
         finally:
-            await admin.close()
+            with contextlib.suppress(Exception):
+                await admin.close()
 
     async def start(self) -> None:
+        try:
+            await self._start_clients()
+        except BaseException:
+            # a failed start leaves nothing running: stop the clients it did start
+            for task in (self._work_task, *self._helpers):
+                if task is not None:
+                    task.cancel()
+            await self._stop_clients()
+            raise
+
+    async def _stop_clients(self) -> None:
+        for client in (self._work_consumer, self._result_consumer, self._producer):
+            if client is not None:
+                with contextlib.suppress(Exception):
+                    await client.stop()
+
+    async def _start_clients(self) -> None:
         await self._create_topics()
-        txn = {"transactional_id": f"{self.group_id}-{self.client_id}"} if self.exactly_once else {}
+        txn = ({"transactional_id": f"{self.group_id}-{self.worker_id or self.client_id}",
+                "transaction_timeout_ms": self.transaction_timeout_ms}
+               if self.exactly_once else {})
         self._producer = AIOKafkaProducer(
             bootstrap_servers=self.bootstrap, client_id=self.client_id, acks="all",
             enable_idempotence=True, max_request_size=self.max_record_bytes + 65536,
@@ -282,7 +370,8 @@ class KafkaTransport:
         self._stopping = True
         if self._work_task is not None:
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(asyncio.shield(self._work_task), 10 + self.poll_ms / 1000)
+                await asyncio.wait_for(asyncio.shield(self._work_task),
+                                       self.stop_wait_s + self.poll_ms / 1000)
         tasks = [t for t in (self._work_task, *self._helpers) if t is not None]
         for task in tasks:
             task.cancel()
@@ -291,10 +380,21 @@ class KafkaTransport:
         self._helpers.clear()
         with contextlib.suppress(Exception):  # the producer's own timeouts bound it, and ours
             await asyncio.wait_for(self._finish(), STOP_FLUSH_S)
-        for client in (self._work_consumer, self._result_consumer, self._producer):
-            if client is not None:
-                with contextlib.suppress(Exception):
-                    await client.stop()
+        await self._stop_clients()
+
+    async def wait_failure(self) -> BaseException:
+        """Wait until the transport's loops end while it is not being stopped (a loop that
+        raised, a produce that failed for good); returns what ended them. A worker process
+        waits on this besides its stop signal: a transport that stopped working must stop
+        the process."""
+        tasks = [t for t in (self._work_task, *self._helpers) if t is not None]
+        if not tasks:
+            await asyncio.Event().wait()  # nothing to fail
+        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        task = done.pop()
+        if task.cancelled():
+            return RuntimeError("a Kafka transport task was cancelled")
+        return task.exception() or RuntimeError("a Kafka transport task ended")
 
     async def _finish(self) -> None:
         """Send what is left and commit what that makes safe."""
@@ -346,7 +446,7 @@ class KafkaTransport:
         """Send everything published so far and wait until the broker acknowledged it."""
         if not self.exactly_once:
             await self._submit()
-            await asyncio.gather(*self._in_flight)
+            await _acknowledged(self._in_flight)
             return
         if not self._unsent:
             return
@@ -366,13 +466,13 @@ class KafkaTransport:
     def _decode(self, msg: Any) -> Record | None:
         try:
             record = Record.decode(msg.value, msg.headers or ())
-        except ValueError as exc:
+        except Exception as exc:  # noqa: BLE001 - whatever it is, the record is poison
             self._poison(msg, exc)
             return None
         record.source = (msg.topic, msg.partition, msg.offset)
         return record
 
-    def _poison(self, msg: Any, exc: ValueError) -> None:
+    def _poison(self, msg: Any, exc: Exception) -> None:
         self.stats["poison"] += 1
         reason = f"undecodable record on {msg.topic}[{msg.partition}]@{msg.offset}: {exc}"
         log.warning(reason)
@@ -388,7 +488,7 @@ class KafkaTransport:
             for msg in messages:
                 try:
                     record = decode(msg.value, msg.headers or ())
-                except ValueError as exc:
+                except Exception as exc:  # noqa: BLE001 - a null value, bad headers: all poison
                     self._poison(msg, exc)
                     continue
                 record.source = (topic, partition, msg.offset)
@@ -476,7 +576,7 @@ class KafkaTransport:
             while self._commits:
                 acks, snapshot = self._commits[0]
                 if everything or not offsets or all(ack.done() for ack in acks):
-                    await asyncio.gather(*acks)
+                    await _acknowledged(acks)
                 else:
                     break  # commit the acknowledged part now, the rest next time
                 self._commits.popleft()

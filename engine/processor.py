@@ -52,7 +52,8 @@ class NodeProcessor:
                       and not self.picks[0].renames)
         self.table = JoinTable(plan)
         self.batcher: Batcher | None = None
-        self.seen: OrderedDict[Key, None] | None = None
+        # decided keys -> the trace id of the request that decided them (redelivery dedupe)
+        self.seen: OrderedDict[Key, str] | None = None
         self._timer: asyncio.TimerHandle | None = None
         self.tasks: set[asyncio.Task[Any]] = set()
 
@@ -63,9 +64,12 @@ class NodeProcessor:
         key = (lineage.request_id, lineage.visits.get(self.plan.name, 0) if lineage.visits else 0)
         if self.single:  # one slot, no triggers: no join state at all
             if self.seen is not None:
-                if key in self.seen:
+                trace = self.seen.get(key)
+                if trace is not None:
+                    if trace != lineage.trace_id and record.kind == "data":
+                        self.reused(key, record, trace)
                     return  # a redelivered record whose decision was already made
-                self.seen[key] = None
+                self.seen[key] = lineage.trace_id
                 if len(self.seen) > SEEN_LIMIT:
                     self.seen.popitem(last=False)
             if record.kind != "data":
@@ -150,6 +154,19 @@ class NodeProcessor:
                                   parent_spans or (example.lineage.span_id,), inputs=inputs,
                                   received_ns=times[0], started_ns=times[1], finished_ns=times[2],
                                   batch_size=batch_size, error=text))
+
+    def reused(self, key: Key, record: Record, trace_id: str) -> None:
+        """A request id this node already decided, in a request of another trace: not a
+        redelivery (which repeats the trace) but a client reusing the id. Where records are
+        redelivered, ids must be unique; the request gets an error answer, not silence. Only
+        the errors topic: an absence notice would reach joins that decided the first one."""
+        lin = record.lineage
+        text = (f"{self.plan.kind} {self.plan.name!r} of pipeline {self.plan.pipeline!r}: "
+                f"request id {lin.request_id!r} was already used by another request (trace "
+                f"{trace_id}); on Kafka a request id must be unique, this request was not run")
+        err = lin.child(self.plan.pipeline, f"{self.plan.name}.errors", lin.span_id,
+                        (lin.record_id,), key[1])
+        self.publish(self.errors_topic, Record(err, kind="error", error=text))
 
     def notify(self, event: StepEvent) -> None:
         for observer in self.observers:

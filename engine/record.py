@@ -42,6 +42,17 @@ _TENSOR = struct.Struct("<HBBIQ")
 _ELEMENT = struct.Struct("<IB")
 _DIMS = [struct.Struct(f"<{n}Q") for n in range(65)]  # numpy allows at most 64 dimensions
 _PAD = bytes(8)
+# The longest error or absence text a record carries, in characters: a step's exception
+# message can be any size, and a record over the broker's message.max.bytes (1 MiB by
+# default) cannot be produced at all.
+ERROR_TEXT_LIMIT = 4096
+
+
+def bounded_error(text: str, limit: int = ERROR_TEXT_LIMIT) -> str:
+    """``text``, cut to its first ``limit`` characters when longer, saying so."""
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}... [truncated: {len(text)} characters in all]"
 
 
 class Record:
@@ -104,8 +115,11 @@ class Record:
         return b"".join(parts)
 
     @classmethod
-    def decode(cls, value: bytes, headers: Iterable[tuple[str, bytes]]) -> Record:
-        """Inverse of :meth:`encode` (or the JSON form); ValueError when undecodable."""
+    def decode(cls, value: bytes | None, headers: Iterable[tuple[str, bytes]]) -> Record:
+        """Inverse of :meth:`encode` (or the JSON form); ValueError when undecodable (a null
+        value, a Kafka tombstone, included)."""
+        if value is None:
+            raise ValueError("null value (a tombstone): not a flowcause record")
         lineage = Lineage.from_headers(headers)
         if value[:2] == MAGIC:
             try:

@@ -15,7 +15,8 @@ class Host(Protocol):
     """What a transport may ask of the engine it serves."""
 
     def held_records(self) -> Iterator[Record]:
-        """Records still waiting in a join (their offsets must not be committed yet)."""
+        """Records still waiting in a join or a batch: every record a waiting run consumed
+        (their offsets must not be committed yet)."""
         ...
 
     def forget_requests(self, keep: Callable[[str], bool]) -> None:

@@ -744,7 +744,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     external = os.environ.get(ENV_BOOTSTRAP)
     if external:
         info(f"{ENV_BOOTSTRAP}={external} is set: using that broker, starting none")
-        return subprocess.call(command)
+        try:
+            return subprocess.call(command)
+        except OSError as exc:
+            raise BrokerError(f"cannot run {command[0]!r}: {exc.strerror or exc}") from None
     path = state_path(args.state)
     child: subprocess.Popen[bytes] | None = None
 
@@ -761,7 +764,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         info(f"running with {ENV_BOOTSTRAP}={st.bootstrap}: {' '.join(command)}")
         old = signal.signal(signal.SIGTERM, forward)
         try:
-            child = subprocess.Popen(command, env=env)
+            try:
+                child = subprocess.Popen(command, env=env)
+            except OSError as exc:  # no such command, not executable: the broker still stops
+                raise BrokerError(f"cannot run {command[0]!r}: {exc.strerror or exc}") from None
             while True:
                 try:
                     code = child.wait()
