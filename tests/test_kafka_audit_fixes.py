@@ -36,6 +36,12 @@ def fresh_topics(name: str) -> Topics:
     return Topics(prefix=f"fix{name}{uuid.uuid4().hex[:8]}")
 
 
+def one_partition(bootstrap: str, name: str) -> tuple[Topics, KafkaTransport]:
+    """Topics of their own, and a transport on one partition in a group of their own."""
+    topics = fresh_topics(name)
+    return topics, KafkaTransport(bootstrap, group_id=topics.prefix, partitions=1)
+
+
 async def committed(bootstrap: str, group: str, tps: list[TopicPartition]
                     ) -> dict[str, int | None]:
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group,
@@ -60,8 +66,7 @@ async def end_offset(bootstrap: str, tp: TopicPartition) -> int:
 
 def test_tombstones_are_poison_and_the_worker_carries_on(kafka_bootstrap: str) -> None:
     async def main() -> None:
-        topics = fresh_topics("tomb")
-        transport = KafkaTransport(kafka_bootstrap, group_id=topics.prefix, partitions=1)
+        topics, transport = one_partition(kafka_bootstrap, "tomb")
         async with Engine(load_pipelines(PIPELINE), STEPS, transport=transport,
                           topics=topics) as engine:
             assert (await engine.infer("kscale", x(1), timeout=20)).ok
@@ -94,32 +99,19 @@ def test_record_decode_rejects_a_null_value_with_value_error() -> None:
 
 # -- finding 1: a batched join holds every record it consumed ---------------------------------
 
-BATCH_JOIN = """\
-apiVersion: mlops.seldon.io/v1alpha1
-kind: Pipeline
-metadata:
-  name: kscale
-spec:
-  steps:
-    - name: features
-    - name: model
-      inputs: [features.outputs.f, kscale.inputs.x]
-      joinWindowMs: 4000
-      batch:
-        size: 10
-        windowMs: 3000
-  output:
-    steps: [model]
-"""
+BATCH_JOIN = PIPELINE.replace(
+    "      inputs: [features.outputs.f, kscale.inputs.x]\n",
+    "      inputs: [features.outputs.f, kscale.inputs.x]\n"
+    "      joinWindowMs: 4000\n"
+    "      batch:\n        size: 10\n        windowMs: 3000\n")
 
 
 def test_batched_join_commits_neither_joined_record_while_the_run_waits(
         kafka_bootstrap: str) -> None:
     async def main() -> None:
-        topics = fresh_topics("bj")
+        topics, transport = one_partition(kafka_bootstrap, "bj")
         tps = [TopicPartition(topics.pipeline("kscale", "inputs"), 0),
                TopicPartition(topics.model("features", "outputs"), 0)]
-        transport = KafkaTransport(kafka_bootstrap, group_id=topics.prefix, partitions=1)
         async with Engine(load_pipelines(BATCH_JOIN), STEPS, transport=transport,
                           topics=topics) as engine:
             future = engine.expect("req-1", "kscale")
@@ -163,8 +155,7 @@ def slow_step(seconds: float):  # noqa: ANN201 - an async step
 
 def test_stop_lets_a_running_async_step_finish_before_committing(kafka_bootstrap: str) -> None:
     async def main() -> None:
-        topics = fresh_topics("stopa")
-        transport = KafkaTransport(kafka_bootstrap, group_id=topics.prefix, partitions=1)
+        topics, transport = one_partition(kafka_bootstrap, "stopa")
         engine = Engine(load_pipelines(SLOW), {"slow": slow_step(1.0)}, transport=transport,
                         topics=topics)
         await engine.start()
@@ -237,8 +228,7 @@ def test_a_huge_step_error_is_truncated_on_the_embedded_bus() -> None:
 
 def test_a_huge_step_error_does_not_stop_the_kafka_worker(kafka_bootstrap: str) -> None:
     async def main() -> None:
-        topics = fresh_topics("bigerr")
-        transport = KafkaTransport(kafka_bootstrap, group_id=topics.prefix, partitions=1)
+        topics, transport = one_partition(kafka_bootstrap, "bigerr")
         async with Engine(load_pipelines(PIPELINE), big_error_steps(), transport=transport,
                           topics=topics) as engine:
             failed = await engine.infer("kscale", x(2), timeout=10)
@@ -304,8 +294,7 @@ def test_a_failed_start_stops_the_clients_it_started(
     monkeypatch.setattr(AIOKafkaConsumer, "start", refuse)
 
     async def main() -> None:
-        topics = fresh_topics("failstart")
-        transport = KafkaTransport(kafka_bootstrap, group_id=topics.prefix, partitions=1)
+        topics, transport = one_partition(kafka_bootstrap, "failstart")
         engine = Engine(load_pipelines(PIPELINE), STEPS, transport=transport, topics=topics)
         with pytest.raises(KafkaConnectionError):
             await engine.start()
@@ -417,8 +406,7 @@ def oip(request_id: str, value: float) -> dict[str, object]:
 
 def test_a_reused_request_id_gets_an_error_answer_on_kafka(kafka_bootstrap: str) -> None:
     async def main() -> None:
-        topics = fresh_topics("reuse")
-        transport = KafkaTransport(kafka_bootstrap, group_id=topics.prefix, partitions=1)
+        topics, transport = one_partition(kafka_bootstrap, "reuse")
         async with Engine(load_pipelines(PIPELINE), STEPS, transport=transport,
                           topics=topics) as engine:
             first = await engine.infer("kscale", oip("42", 1.0), timeout=15)

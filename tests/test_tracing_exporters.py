@@ -19,7 +19,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from engine.engine import Engine
 from engine.spec import load_pipelines
 from tracing.collector import Collector
-from tracing.config import TracingConfig, build
+from tracing.config import Tracing, TracingConfig, build
 from tracing.exporters import FanOutExporter
 from tracing.spans import SpanSink
 
@@ -35,6 +35,12 @@ def run_requests(config: TracingConfig, n: int) -> list[str]:
     """Send ``n`` requests with tracing per ``config``; the trace ids of their results."""
     tracing = build(config)
     assert tracing is not None
+    return send(tracing, n)
+
+
+def send(tracing: Tracing, n: int) -> list[str]:
+    """Send ``n`` requests observed by ``tracing``'s collector, closing it after them; the
+    trace ids of their results."""
 
     async def main() -> list[str]:
         with tracing.collector:
@@ -132,17 +138,7 @@ def test_a_list_of_exporters_sends_every_span_to_each(
     assert tracing is not None and isinstance(tracing.exporter, FanOutExporter)
     memory, console = tracing.exporter.exporters
     assert isinstance(memory, InMemorySpanExporter) and isinstance(console, ConsoleSpanExporter)
-
-    async def main() -> list[str]:
-        with tracing.collector:
-            async with Engine(load_pipelines(PIPELINE), {"inc": inc},
-                              observers=[tracing.collector]) as engine:
-                results = [await engine.infer("counter", {"inputs": [
-                    {"name": "x", "datatype": "INT64", "shape": [1], "data": [i]}]})
-                    for i in range(3)]
-        return [r.lineage.trace_id for r in results if r.lineage is not None]
-
-    trace_ids = asyncio.run(main())
+    trace_ids = send(tracing, 3)
     out = capsys.readouterr().out
     assert all(f"0x{t}" in out for t in trace_ids)
     spans = memory.get_finished_spans()
