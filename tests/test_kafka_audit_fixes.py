@@ -153,6 +153,15 @@ def slow_step(seconds: float):  # noqa: ANN201 - an async step
     return slow
 
 
+async def step_started(engine: Engine) -> None:
+    """Wait (up to 5 s) until a step of ``engine`` runs as a task."""
+    for _ in range(100):
+        if engine.running_tasks():
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError("no step started within 5 s")
+
+
 def test_stop_lets_a_running_async_step_finish_before_committing(kafka_bootstrap: str) -> None:
     async def main() -> None:
         topics, transport = one_partition(kafka_bootstrap, "stopa")
@@ -160,11 +169,7 @@ def test_stop_lets_a_running_async_step_finish_before_committing(kafka_bootstrap
                         topics=topics)
         await engine.start()
         engine.submit(engine.make_request("slowp", x(1), request_id="req-1"))
-        for _ in range(100):
-            await asyncio.sleep(0.05)
-            if engine.running_tasks():
-                break
-        assert engine.running_tasks()
+        await step_started(engine)
         await engine.stop()
         inputs = TopicPartition(topics.pipeline("slowp", "inputs"), 0)
         outputs = TopicPartition(topics.model("slow", "outputs"), 0)
@@ -187,10 +192,7 @@ def test_stop_leaves_an_abandoned_step_uncommitted_and_it_is_redelivered(
         engine = Engine(spec, {"slow": slow_step(3.0)}, transport=transport, topics=topics)
         await engine.start()
         engine.submit(engine.make_request("slowp", x(1), request_id="req-1"))
-        for _ in range(100):
-            await asyncio.sleep(0.05)
-            if engine.running_tasks():
-                break
+        await step_started(engine)
         await engine.stop()  # gives up on the step after 0.2 s
         inputs = TopicPartition(topics.pipeline("slowp", "inputs"), 0)
         assert not (await committed(kafka_bootstrap, topics.prefix, [inputs]))[inputs.topic]
