@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import argparse
 import re
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +17,7 @@ from engine.lineage import Lineage
 from engine.observe import StepEvent
 from engine.record import Record
 from engine.tensors import Tensor
+from tracing import recorder as recorder_module
 from tracing.cli import register
 from tracing.config import TracingConfig
 from tracing.events import EventBatch, Item, PortEvent
@@ -132,3 +135,27 @@ def test_a_large_bytes_tensor_shows_its_hash(tmp_path: Path,
     assert isinstance(digest, str) and len(digest) == 16
     assert traces(str(tmp_path), "--request", "r") == 0
     assert f"output names BYTES[100]: {{'hash': '{digest}'}}" in capsys.readouterr().out
+
+
+def test_a_flush_waits_for_the_flush_already_writing(tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """The flusher thread may take the rows a moment before the caller's flush(): that flush
+    found nothing and returned while the thread still wrote, so a reader right after it (the
+    benchmark's timer, a test) missed the batch."""
+    slow_start, real_write = threading.Event(), recorder_module.write_batch
+
+    def slow_write(*args: object) -> None:
+        slow_start.set()
+        time.sleep(0.5)
+        real_write(*args)
+
+    monkeypatch.setattr(recorder_module, "write_batch", slow_write)
+    x, y = (Tensor("x", "FP64", np.array([2.0])),), (Tensor("y", "FP64", np.array([4.0])),)
+    recorder = StoreRecorder(tmp_path)
+    recorder.consume(EventBatch.of(request("r1", NS, NS - 20_000, x, y)))
+    flusher = threading.Thread(target=recorder.flush)
+    flusher.start()
+    assert slow_start.wait(5)  # the thread has taken the rows and is writing them
+    recorder.flush()
+    assert list(TraceStore(tmp_path).frame("p").index) == ["r1"]
+    flusher.join()

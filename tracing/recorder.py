@@ -94,6 +94,9 @@ class StoreRecorder:
         self.max_values = max_values
         self._gathered = _Gathered()
         self._lock = threading.Lock()  # consume (event loop) against flush (flusher thread)
+        # one flush at a time, from taking the rows to committing them: a flush called while
+        # another writes returns only once that one's rows are committed too
+        self._writing = threading.Lock()
 
     def consume(self, batch: EventBatch) -> None:
         steps, ports = batch.steps, batch.ports
@@ -123,11 +126,15 @@ class StoreRecorder:
             g.tensors.add(map(_DATATYPE, flat), list(map(_DATA, flat)))
 
     def flush(self) -> None:
-        """Commit everything consumed since the last flush as one batch of files."""
-        with self._lock:
-            g, self._gathered = self._gathered, _Gathered()
-        if not g.rows:
-            return
+        """Commit everything consumed before the call, as one batch of files (waiting for a
+        flush already writing: the flusher thread may have taken the rows a moment ago)."""
+        with self._writing:
+            with self._lock:
+                g, self._gathered = self._gathered, _Gathered()
+            if g.rows:
+                self._write(g)
+
+    def _write(self, g: _Gathered) -> None:
         received, started, finished = (_int64(x) for x in (g.received, g.started, g.finished))
         is_step = np.array(g.is_step, bool)
         columns: dict[str, Any] = dict(g.nodes)
