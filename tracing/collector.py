@@ -53,6 +53,47 @@ class Sink(Protocol):
     def close(self) -> None: ...
 
 
+class FailureLog:
+    """Logs failing flushes without flooding the log: a sink's first failure with its
+    traceback, then at most one line every ``every_s`` seconds while it keeps failing, and
+    one line when it works again."""
+
+    every_s = 60.0
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        # id(sink) -> [failures not yet reported, time of the last report, failures in all]
+        self._failing: dict[int, list[float]] = {}
+
+    def failed(self, sink: object, exc: BaseException) -> None:
+        name, now = type(sink).__name__, time.monotonic()
+        dropped = getattr(sink, "dropped", None)
+        lost = f" ({dropped} events dropped so far)" if isinstance(dropped, int) else ""
+        with self._lock:
+            state = self._failing.get(id(sink))
+            if state is None:
+                self._failing[id(sink)] = [0, now, 1]
+                log.error("tracing: %s could not flush%s; further failures are logged at "
+                          "most every %g s", name, lost, self.every_s, exc_info=exc)
+                return
+            state[0] += 1
+            state[2] += 1
+            if now - state[1] < self.every_s:
+                return
+            unreported, state[0], state[1] = state[0], 0, now
+        log.error("tracing: %s still cannot flush: %d more failures%s; last: %s: %s",
+                  name, unreported, lost, type(exc).__name__, exc)
+
+    def succeeded(self, sink: object) -> None:
+        if not self._failing:
+            return
+        with self._lock:
+            state = self._failing.pop(id(sink), None)
+        if state is not None:
+            log.warning("tracing: %s flushes again, after %d failed flushes",
+                        type(sink).__name__, state[2])
+
+
 class Collector:
     def __init__(self, sinks: Iterable[Sink], flush_seconds: float | None = 1.0,
                  batch_events: int = 64) -> None:
@@ -65,6 +106,7 @@ class Collector:
         self._stop = threading.Event()
         self._closed = False
         self._thread: threading.Thread | None = None
+        self._failures = FailureLog()
         if flush_seconds is not None:
             self._thread = threading.Thread(target=self._run, args=(flush_seconds,),
                                             name="flowcause-tracing", daemon=True)
@@ -111,24 +153,39 @@ class Collector:
         an exporter that cannot deliver that wait would stall the engine (the batches behind
         it fill its queue), and closing too."""
         while not self._stop.wait(flush_seconds):
-            try:
-                self._flush_in_process()
-            except Exception:  # noqa: BLE001 - keep flushing later batches
-                log.exception("tracing: flush failed")
+            self._flush_sinks(in_process_only=True)  # failures are logged, not raised
 
-    def _flush_in_process(self) -> None:
-        self._convert()
+    def _flush_sinks(self, in_process_only: bool) -> Exception | None:
+        """Hand over what is queued and flush every sink, each whatever the others did; a
+        failure is logged (:class:`FailureLog`) and the first one returned."""
+        first: Exception | None = None
+        try:
+            self._convert()
+        except Exception as exc:  # noqa: BLE001 - the sinks still flush what they have
+            log.exception("tracing: handing over the queued events failed")
+            first = exc
         for sink in self.sinks:
-            if not getattr(sink, "flushes_itself", False):
+            if in_process_only and getattr(sink, "flushes_itself", False):
+                continue
+            try:
                 sink.flush()
+            except Exception as exc:  # noqa: BLE001 - one sink must not keep the others
+                self._failures.failed(sink, exc)
+                first = first or exc
+            else:
+                self._failures.succeeded(sink)
+        return first
 
     def flush(self) -> None:
-        """Convert everything observed so far and have the sinks flush it."""
-        self._convert()
-        for sink in self.sinks:
-            sink.flush()
+        """Convert everything observed so far and have the sinks flush it; raises the first
+        sink's error if one could not (all of them were asked)."""
+        error = self._flush_sinks(in_process_only=False)
+        if error is not None:
+            raise error
 
     def close(self) -> None:
+        """Flush and close every sink, each in its own try: a sink that fails (a full disk)
+        is logged and the others are still flushed and closed. Never raises."""
         if self._closed:
             return
         self._closed = True
@@ -136,9 +193,12 @@ class Collector:
         self._stop.set()
         if self._thread is not None:
             self._thread.join()
-        self._flush_in_process()  # a sink that flushes itself does on closing
+        self._flush_sinks(in_process_only=True)  # a sink that flushes itself does on closing
         for sink in self.sinks:
-            sink.close()
+            try:
+                sink.close()
+            except Exception:  # noqa: BLE001 - every sink is closed whatever happened
+                log.exception("tracing: closing %s failed", type(sink).__name__)
 
     def __enter__(self) -> Collector:
         return self

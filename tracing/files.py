@@ -15,6 +15,7 @@ directory names; ``date`` is the UTC day of each row's time.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 import uuid
@@ -94,14 +95,40 @@ def partition(root: Path, table: str, pipeline: str, day: date) -> Path:
     return root / table / f"pipeline={quote(pipeline, safe='')}" / f"date={day.isoformat()}"
 
 
+class UnwritableStore(OSError, ValueError):
+    """The trace store's directory cannot be written (a ValueError too: a bad setting)."""
+
+
+def probe(root: Path) -> None:
+    """Create ``root`` if need be and check that a file can be written, fsync'ed and removed
+    there, so that a store that cannot be written is refused at start, not at every flush."""
+    tmp = root / f".probe.{uuid.uuid4().hex}.tmp"
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        try:
+            os.write(fd, b"flowcause")
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+            tmp.unlink(missing_ok=True)
+    except OSError as exc:
+        raise UnwritableStore(exc.errno, f"the trace store {root} cannot be written: "
+                              f"{exc.strerror or exc}") from exc
+
+
 def _atomic_write(table: pa.Table, directory: Path, name: str) -> None:
     directory.mkdir(parents=True, exist_ok=True)
     tmp = directory / f".{name}.{uuid.uuid4().hex}.tmp"
-    with open(tmp, "wb") as f:
-        pq.write_table(table, f, compression="zstd", **_encoding(table.schema))
-        f.flush()
-        os.fsync(f.fileno())
-    os.rename(tmp, directory / name)
+    try:
+        with open(tmp, "wb") as f:
+            pq.write_table(table, f, compression="zstd", **_encoding(table.schema))
+            f.flush()
+            os.fsync(f.fileno())
+        os.rename(tmp, directory / name)
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # a full disk must not fill up with half-written files
+        raise
     fd = os.open(directory, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -109,8 +136,11 @@ def _atomic_write(table: pa.Table, directory: Path, name: str) -> None:
         os.close(fd)
 
 
-def write_batch(root: Path, nodes: pa.Table, tensors: pa.Table, owner: np.ndarray) -> None:
-    """Commit one batch, split by (pipeline, day); ``owner[i]`` is tensor i's node row."""
+def write_batch(root: Path, nodes: pa.Table, tensors: pa.Table, owner: np.ndarray,
+                committed: list[int] | None = None) -> None:
+    """Commit one batch, split by (pipeline, day); ``owner[i]`` is tensor i's node row. The
+    node rows of each part committed are appended to ``committed`` (a part that fails is not:
+    its tensors file, if committed, is removed again; the parts before it stay)."""
     name = f"{time.time_ns():020d}-{os.getpid()}-{uuid.uuid4().hex[:8]}.parquet"  # sorts by time
     days = pc.cast(nodes["time"], pa.int64()).to_numpy() // NS_PER_DAY
     pipelines = pc.dictionary_encode(nodes["pipeline"]).combine_chunks()
@@ -124,8 +154,16 @@ def write_batch(root: Path, nodes: pa.Table, tensors: pa.Table, owner: np.ndarra
         if len(keys) > 1:
             rows = (codes == code) & (days == day)
             part_nodes, part_tensors = nodes.filter(rows), tensors.filter(rows[owner])
-        _atomic_write(part_tensors, partition(root, TENSORS, pipeline, when), name)
-        _atomic_write(part_nodes, partition(root, NODES, pipeline, when), name)
+        tensor_dir = partition(root, TENSORS, pipeline, when)
+        _atomic_write(part_tensors, tensor_dir, name)
+        try:
+            _atomic_write(part_nodes, partition(root, NODES, pipeline, when), name)
+        except BaseException:
+            with contextlib.suppress(OSError):  # an orphan: no reader would take it
+                (tensor_dir / name).unlink()
+            raise
+        if committed is not None:
+            committed.append(part_nodes.num_rows)
 
 
 def _dates(directory: Path) -> Iterator[tuple[date, Path]]:

@@ -13,22 +13,34 @@ A size-1 tensor is one column holding its value (float; booleans 1.0/0.0; BYTES:
 string); a larger numeric tensor is six columns ``<ref>.mean .std .min .max .l2
 .nan_count``, a larger BYTES tensor one column ``<ref>.hash``. A tensor the node did not
 produce for a request is missing (NaN). With cycles, the latest generation of each node
-counts.
+counts; where one generation was decided twice (a request traced by two workers, after a
+Kafka rebalance) the decision that finished last (then: the later batch file, the later row)
+counts, with its own tensors only.
 """
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 
 VECTOR_STATS = ("mean", "std", "min", "max", "l2", "nan_count")
 RAN = ("ok", "error")
 
 
-def _latest(frame: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
-    return frame.sort_values("generation", kind="stable").drop_duplicates(keys, keep="last")
+DECISION = ["request_id", "kind", "node"]
 
 
-def _tensor_columns(pipeline: str, tensors: pd.DataFrame
+def _decisions(nodes: pd.DataFrame) -> pd.DataFrame:
+    """The node row that counts per (request, kind, node): the latest generation, and within
+    it the decision that finished last, then the one in the later batch file (``file``, the
+    batch's position in commit order, when the reader gives it), then the later row."""
+    order = ["generation", "finished", *(["file"] if "file" in nodes else []), "_row"]
+    return (nodes.assign(_row=np.arange(len(nodes)))
+            .sort_values(order, kind="stable", na_position="first")
+            .drop_duplicates(DECISION, keep="last").drop(columns="_row"))
+
+
+def _tensor_columns(pipeline: str, tensors: pd.DataFrame, decisions: pd.DataFrame
                     ) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, list[str]]]:
     """(numeric columns, string columns, column names per owning step) of the tensor rows.
 
@@ -36,7 +48,11 @@ def _tensor_columns(pipeline: str, tensors: pd.DataFrame
     tensors in their records, a vector's statistics next to each other.
     """
     t = tensors[~((tensors["kind"] == "step") & (tensors["direction"] == "inputs"))]
-    t = _latest(t, ["request_id", "kind", "node", "direction", "name"])
+    # only the tensors of the decision that counts (not another generation's, nor another
+    # worker's run of the same generation)
+    keys = [*DECISION, "generation", *(["file"] if "file" in t and "file" in decisions else [])]
+    t = t.merge(decisions[keys], on=keys, how="inner")
+    t = t.drop_duplicates(["request_id", "kind", "node", "direction", "name"], keep="last")
     is_step = t["kind"] == "step"
     t = t.assign(owner=t["node"].where(is_step, ""),
                  ref=t["node"].where(is_step, pipeline) + "." + t["direction"] + "." + t["name"])
@@ -88,14 +104,15 @@ def wide_frame(pipeline: str, nodes: pd.DataFrame, tensors: pd.DataFrame,
     index = arrivals.index
     out: dict[str, pd.Series] = {"time": arrivals}
 
-    steps = _latest(nodes[(nodes["kind"] == "step") & nodes["request_id"].isin(index)],
-                    ["request_id", "node"])
+    decisions = _decisions(nodes[nodes["request_id"].isin(index)])
+    steps = decisions[decisions["kind"] == "step"]
     order = steps.groupby("node")["finished"].min().sort_values(kind="stable").index
     status = steps.pivot(index="request_id", columns="node", values="status").reindex(index)
     latency = steps.pivot(index="request_id", columns="node", values="latency_ms").reindex(index)
 
     numbers, texts, by_owner = _tensor_columns(pipeline,
-                                               tensors[tensors["request_id"].isin(index)])
+                                               tensors[tensors["request_id"].isin(index)],
+                                               decisions)
     numbers, texts = numbers.reindex(index), texts.reindex(index)
 
     def tensor_columns(owner: str, prefix: str) -> None:

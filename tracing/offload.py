@@ -10,7 +10,8 @@ factory and feeds them through a collector of its own, flushing them every ``flu
 between batches.
 
 - :meth:`ProcessSinks.flush` asks the child to flush and waits for its answer: afterwards
-  everything consumed before the call is committed and its spans exported.
+  everything consumed before the call is committed and its spans exported, or it raises
+  RuntimeError with the child's error (a sink there could not flush, e.g. a full disk).
 - The engine is never held up by a slow child beyond ``max_batches`` queued batches: then
   :meth:`consume` waits for room (back-pressure rather than losing what was traced).
 - If the engine's process dies, even by ``kill -9``, the child sees the pipe close,
@@ -40,8 +41,10 @@ from tracing.spans import SpanSink
 
 log = logging.getLogger(__name__)
 FLUSH, CLOSE, READY = b"F", b"C", b"R"  # requests and answers; batches are longer
+FAILED = b"E"  # answers: a flush that failed, a start that failed, followed by the error's text
 START_TIMEOUT_S = 120.0
 CLOSE_TIMEOUT_S = 120.0
+START_FAILURE_JOIN_S = 10.0
 BACK_PRESSURE_POLL_S = 0.001
 
 SinkFactory = Callable[[], Sequence[Sink]]
@@ -57,7 +60,12 @@ def _serve(conn: Connection, factory: SinkFactory, flush_seconds: float) -> None
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     # One thread consumes and flushes: a flusher thread would contend with it for the GIL
     # (the span sink's export thread stays: exporters wait on I/O).
-    collector = Collector(factory(), flush_seconds=None)
+    try:
+        collector = Collector(factory(), flush_seconds=None)
+    except BaseException as exc:  # e.g. a store that cannot be written: tell the engine why
+        with contextlib.suppress(OSError):
+            conn.send_bytes(FAILED + f"{type(exc).__name__}: {exc}".encode())
+        raise
     # Garbage collection on allocation counts would cost this process almost half its time
     # (spans and columns are many young objects, and survivors trigger full collections);
     # they hold no reference cycles, so: everything made so far is frozen out of the
@@ -79,11 +87,12 @@ def _serve(conn: Connection, factory: SinkFactory, flush_seconds: float) -> None
             except EOFError:  # the engine's process is gone
                 break
             if message == FLUSH:
-                _flush(collector)
+                error = _flush(collector)
                 for sink in collector.sinks:
                     if isinstance(sink, SpanSink):
                         sink.wait_exported()
-                conn.send_bytes(FLUSH)
+                conn.send_bytes(FLUSH if error is None else
+                                FAILED + f"{type(error).__name__}: {error}".encode())
             elif message == CLOSE:
                 break
             else:
@@ -94,13 +103,11 @@ def _serve(conn: Connection, factory: SinkFactory, flush_seconds: float) -> None
         conn.close()
 
 
-def _flush(collector: Collector) -> None:
-    """Flush the sinks; a failure is logged and tracing goes on (as the flusher thread of an
-    in-process collector does)."""
-    try:
-        collector.flush()
-    except Exception:  # noqa: BLE001 - keep serving later batches
-        log.exception("tracing: flush failed")
+def _flush(collector: Collector) -> Exception | None:
+    """Flush the sinks (every one, whatever the others did) and return the first failure, if
+    any: the collector has logged it (not every time: :class:`tracing.collector.FailureLog`)
+    and tracing goes on, as in an in-process collector."""
+    return collector._flush_sinks(in_process_only=False)  # noqa: SLF001 - its own collector
 
 
 # -- the engine's side ----------------------------------------------------------------------
@@ -120,15 +127,19 @@ class ProcessSinks:
         self._process.start()
         child.close()
         # wait until the child has built its sinks (and ignores signals to the group)
-        try:
-            ready = self._conn.poll(START_TIMEOUT_S) and self._conn.recv_bytes() == READY
-        except EOFError:
-            ready = False
-        if not ready:
-            self._process.kill()
-            self._process.join()
+        answer = b""
+        with contextlib.suppress(EOFError):
+            answer = self._conn.recv_bytes() if self._conn.poll(START_TIMEOUT_S) else b""
+        if answer != READY:
+            # give a child that failed the time to exit, so that its own exit code is told
+            self._process.join(START_FAILURE_JOIN_S)
+            if self._process.is_alive():
+                self._process.kill()
+                self._process.join()
+            why = (": " + answer[1:].decode(errors="replace")
+                   if answer.startswith(FAILED) else "")
             raise RuntimeError(f"the tracing process did not start (exit code "
-                               f"{self._process.exitcode}); see its error output above")
+                               f"{self._process.exitcode}){why}; see its error output above")
         # (batch bytes, its events), flush requests (an Event to set when answered, 0) and,
         # last, None from close(). A SimpleQueue: its put is one C call, no Python-level lock
         # or notification on the engine's event loop (a Condition there cost ~4 % of the
@@ -138,6 +149,7 @@ class ProcessSinks:
         self._alive = True
         self._closed = False
         self._dropped_lock = threading.Lock()
+        self._flush_errors: dict[threading.Event, str] = {}  # a failed flush's error, by request
         self._sender = threading.Thread(target=self._send, name="flowcause-tracing-send",
                                         daemon=True)
         self._sender.start()
@@ -180,7 +192,9 @@ class ProcessSinks:
             message, events = item
             if isinstance(message, threading.Event):
                 if self._alive:
-                    self._write(FLUSH, 0, answered=True)
+                    answer = self._write(FLUSH, 0, answered=True)
+                    if answer is not None and answer.startswith(FAILED):
+                        self._flush_errors[message] = answer[1:].decode(errors="replace")
                 message.set()
                 continue
             frames = [message]
@@ -202,23 +216,29 @@ class ProcessSinks:
             with contextlib.suppress(OSError):
                 self._conn.send_bytes(CLOSE)
 
-    def _write(self, message: bytes, events: int, answered: bool = False) -> None:
-        """Send to the child, and wait for its answer if one comes; if the child is gone,
-        the ``events`` sent are dropped, and so is everything from now on."""
+    def _write(self, message: bytes, events: int, answered: bool = False) -> bytes | None:
+        """Send to the child, and wait for its answer if one comes (and return it); if the
+        child is gone, the ``events`` sent are dropped, and so is everything from now on."""
         try:
             self._conn.send_bytes(message)
             if answered:
-                self._conn.recv_bytes()
+                return self._conn.recv_bytes()
         except (OSError, EOFError):
             log.error("tracing: the tracing process is gone; events are dropped from now")
             self._alive = False
             self._drop(events)
+        return None
 
     def flush(self) -> None:
-        """Have the child commit and export everything consumed so far; waits for it."""
+        """Have the child commit and export everything consumed so far; waits for it. Raises
+        RuntimeError if a sink in the child could not flush (as :meth:`Collector.flush` raises
+        the sink's error in process); the child has logged it and goes on."""
         done = threading.Event()
         if self._put(done):
             done.wait()
+            error = self._flush_errors.pop(done, None)
+            if error is not None:
+                raise RuntimeError(f"the tracing process could not flush: {error}")
 
     def close(self) -> None:
         if self._closed:

@@ -44,7 +44,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from tracing.events import EventBatch
-from tracing.files import NODE_SCHEMA, TENSOR_SCHEMA, write_batch
+from tracing.files import NODE_SCHEMA, TENSOR_SCHEMA, probe, write_batch
 from tracing.summary import DEFAULT_MAX_VALUES, TensorBatch
 
 RAN = pa.array(["ok", "error"])  # statuses of a step that ran (if it started)
@@ -89,9 +89,12 @@ class StoreRecorder:
     """Writes what the engine did into a :class:`tracing.store.TraceStore` directory."""
 
     def __init__(self, path: str | Path, max_values: int = DEFAULT_MAX_VALUES) -> None:
+        """Fails at once (:class:`tracing.files.UnwritableStore`) where the store cannot be
+        written: a file is written, fsync'ed and removed there."""
         self.root = Path(path)
-        self.root.mkdir(parents=True, exist_ok=True)
+        probe(self.root)
         self.max_values = max_values
+        self.dropped = 0  # node rows (one per event) whose commit failed: they are lost
         self._gathered = _Gathered()
         self._lock = threading.Lock()  # consume (event loop) against flush (flusher thread)
         # one flush at a time, from taking the rows to committing them: a flush called while
@@ -132,9 +135,16 @@ class StoreRecorder:
             with self._lock:
                 g, self._gathered = self._gathered, _Gathered()
             if g.rows:
-                self._write(g)
+                committed: list[int] = []
+                try:
+                    self._write(g, committed)
+                except BaseException:
+                    # a full disk, a read-only store: the rows are not kept for a retry (they
+                    # would pile up in memory), but counted; the caller logs the error
+                    self.dropped += g.rows - sum(committed)
+                    raise
 
-    def _write(self, g: _Gathered) -> None:
+    def _write(self, g: _Gathered, committed: list[int]) -> None:
         received, started, finished = (_int64(x) for x in (g.received, g.started, g.finished))
         is_step = np.array(g.is_step, bool)
         columns: dict[str, Any] = dict(g.nodes)
@@ -163,7 +173,7 @@ class StoreRecorder:
             "name": pa.array(g.name, pa.string()),
             **g.tensors.describe(self.max_values),
         }, schema=TENSOR_SCHEMA)
-        write_batch(self.root, nodes, tensors, owner)
+        write_batch(self.root, nodes, tensors, owner, committed)
 
     def close(self) -> None:
         self.flush()

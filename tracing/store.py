@@ -8,6 +8,7 @@ inputs topic.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -23,6 +24,8 @@ from engine.tensors import DTYPES
 from tracing.files import NODE_SCHEMA, TENSOR_SCHEMA, committed, pipelines
 from tracing.frame import wide_frame
 from tracing.layout import to_layout
+
+log = logging.getLogger(__name__)
 
 TimeLike = datetime | pd.Timestamp | str | float | int | np.integer[Any] | np.floating[Any] | None
 FRAME_NODE_COLUMNS = ["request_id", "kind", "node", "generation", "status", "time", "finished",
@@ -49,12 +52,36 @@ def to_timestamp(value: TimeLike) -> pd.Timestamp | None:
 
 
 def _read(files: list[Path], schema: pa.Schema, columns: list[str] | None = None,
-          where: ds.Expression | None = None) -> pd.DataFrame:
+          where: ds.Expression | None = None, batch: list[int] | None = None) -> pd.DataFrame:
+    """The rows of ``files``; with ``batch`` (per file, its batch's position in ``committed``),
+    a ``file`` column says which batch each row came from."""
+    names = columns or schema.names
     if not files:
-        names = columns or schema.names
-        return schema.empty_table().select(names).to_pandas()
+        frame = schema.empty_table().select(names).to_pandas()
+        return frame if batch is None else frame.assign(file=np.array([], np.int64))
     dataset = ds.dataset([str(f) for f in files], schema=schema, format="parquet")
-    return dataset.to_table(columns=columns, filter=where).to_pandas()
+    if batch is None:
+        return dataset.to_table(columns=columns, filter=where).to_pandas()
+    table = dataset.to_table(columns=[*names, "__fragment_index"], filter=where)
+    fragment = table.column("__fragment_index").to_numpy()
+    return (table.drop_columns(["__fragment_index"]).to_pandas()
+            .assign(file=np.asarray(batch, np.int64)[fragment]))
+
+
+def _tensor_files(files: list[tuple[Path, Path]]) -> tuple[list[Path], list[int]]:
+    """The tensors files of committed batches, and each one's position in ``files``. A batch
+    whose tensors file is missing is read without its tensors, with a warning: it was
+    deleted, or the batch is being written (its tensors file is renamed into place before its
+    nodes file, so this cannot happen to a reader and a writer alone)."""
+    out, where = [], []
+    for i, (nodes, tensors) in enumerate(files):
+        if tensors.exists():
+            out.append(tensors)
+            where.append(i)
+        else:
+            log.warning("tracing: batch %s has no tensors file %s; its tensors are missing "
+                        "from what is read (was it deleted?)", nodes, tensors)
+    return out, where
 
 
 @dataclass
@@ -89,10 +116,12 @@ class TraceStore:
         files = committed(self.root, [pipeline],
                           (lo.date() - timedelta(days=EARLY_DAYS)) if lo is not None else None,
                           (hi.date() + timedelta(days=LATE_DAYS)) if hi is not None else None)
-        nodes = _read([n for n, _ in files], NODE_SCHEMA, FRAME_NODE_COLUMNS)
+        nodes = _read([n for n, _ in files], NODE_SCHEMA, FRAME_NODE_COLUMNS,
+                      batch=list(range(len(files))))
         arrivals = nodes.loc[nodes["kind"] == "inputs", "request_id"].unique()
-        tensors = _read([t for _, t in files if t.exists()], TENSOR_SCHEMA, FRAME_TENSOR_COLUMNS,
-                        ds.field("request_id").isin(pa.array(arrivals, pa.string())))
+        tensor_files, batch = _tensor_files(files)
+        tensors = _read(tensor_files, TENSOR_SCHEMA, FRAME_TENSOR_COLUMNS,
+                        ds.field("request_id").isin(pa.array(arrivals, pa.string())), batch)
         frame = wide_frame(pipeline, nodes, tensors, lo, hi)
         return frame if layout is None else to_layout(frame, layout)
 
@@ -105,7 +134,7 @@ class TraceStore:
         files = committed(self.root)
         where = ds.field("request_id") == request_id
         nodes = _read([n for n, _ in files], NODE_SCHEMA, where=where)
-        tensors = _read([t for _, t in files if t.exists()], TENSOR_SCHEMA, where=where)
+        tensors = _read(_tensor_files(files)[0], TENSOR_SCHEMA, where=where)
         keys = ["pipeline", "kind", "node", "generation"]
         views: dict[tuple[Any, ...], dict[str, dict[str, Any]]] = {}
         for row in tensors.to_dict("records"):
