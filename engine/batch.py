@@ -68,12 +68,19 @@ class Batcher:
         self.window_s = window_ms / 1000.0
         self.pending: list[Run] = []
         self.timer: asyncio.TimerHandle | None = None
+        self.closed = False  # stopping: no timer flushes a partial batch any more
+
+    def close(self) -> None:
+        self.closed = True
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
 
     def add(self, run: Run) -> None:
         self.pending.append(run)
         if len(self.pending) >= self.size:
             self.flush()
-        elif self.timer is None:
+        elif self.timer is None and not self.closed:
             self.timer = asyncio.get_running_loop().call_later(self.window_s, self.flush)
 
     def flush(self) -> None:
@@ -93,6 +100,13 @@ class Batcher:
             slices = split(outputs, sizes)
         except Exception as exc:  # noqa: BLE001 - the whole batch fails, each request told
             for run in runs:
+                proc.step_failed(run, exc, started, batch_size=len(runs))
+            return
+        except asyncio.CancelledError as exc:
+            from engine.processor import cancelled_by_engine
+            if cancelled_by_engine():
+                raise
+            for run in runs:  # raised inside the step's own code: a step error
                 proc.step_failed(run, exc, started, batch_size=len(runs))
             return
         for run, part in zip(runs, slices, strict=True):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -32,6 +33,14 @@ from engine.transport import Transport
 
 class RequestError(ValueError):
     """A request that cannot be sent (bad JSON tensors, unknown pipeline)."""
+
+
+class EngineStateError(RuntimeError):
+    """The engine cannot be used from here: it was stopped (an engine does not start
+    again), or it is used from another event loop or thread than the one it started in."""
+
+
+STOPPED_ANSWER = "engine stopped before the answer"
 
 
 @dataclass
@@ -111,8 +120,12 @@ class Engine:
         self.results = results  # False for a worker process that serves no waiting clients
         self.sampler = sampler  # the sampled flag of requests (tracing.sampling)
         self.processors: list[NodeProcessor] = []
-        self._waiters: dict[str, list[tuple[str, asyncio.Future[InferenceResult]]]] = {}
+        # request id -> (pipeline waited for, trace id of the request or None, future)
+        self._waiters: dict[str, list[tuple[str, str | None, asyncio.Future[InferenceResult]]]] = {}
         self._started = False
+        self._stopped = False
+        self._starting: asyncio.Future[None] | None = None  # set while start() runs
+        self._loop: asyncio.AbstractEventLoop | None = None  # the loop it started in
 
     # -- life cycle ----------------------------------------------------------------------
     def _processor(self, plan: NodePlan) -> NodeProcessor:
@@ -127,11 +140,77 @@ class Engine:
                                  self.observers)
         if getattr(self.transport, "redelivers", False):
             proc.remember_decisions()
+        if plan.allow_cycles and plan.kind == "step" and not proc.single:
+            proc.table.gen0_only = self._gen0_only(plan)
         return proc
 
+    def _gen0_only(self, plan: NodePlan) -> tuple[int, ...]:
+        """Slots of a step in a cyclic pipeline whose producer the step does not reach (the
+        pipeline's inputs, other pipelines, steps before the loop): their records never
+        carry a visit of the step, so they come at generation 0 only."""
+        def producer(slot_pipeline: str, origin: str) -> str | None:
+            if slot_pipeline != plan.pipeline or "." not in origin:
+                return None  # another pipeline, or the pipeline's inputs
+            return origin.rsplit(".", 1)[0]
+
+        feeds: dict[str, set[str]] = defaultdict(set)  # step -> steps that read it
+        for node in self.compiled.nodes:
+            if node.pipeline == plan.pipeline and node.kind == "step":
+                for slot in node.slots:
+                    src = producer(slot.pipeline, slot.origin)
+                    if src is not None:
+                        feeds[src].add(node.name)
+        reached, todo = set(), [plan.name]
+        while todo:
+            for nxt in feeds.get(todo.pop(), ()):
+                if nxt not in reached:
+                    reached.add(nxt)
+                    todo.append(nxt)
+        return tuple(i for i, slot in enumerate(plan.slots)
+                     if (src := producer(slot.pipeline, slot.origin)) is None
+                     or (src != plan.name and src not in reached))
+
+    def _check_loop(self) -> None:
+        """An engine runs in the event loop it started in (it is not thread-safe): its
+        timers, tasks and futures belong to that loop."""
+        if self._loop is None:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            loop = None
+        if loop is not self._loop:
+            raise EngineStateError(
+                "this Engine runs in the event loop it was started in and is not thread-safe; "
+                "it cannot be used from another event loop or thread (e.g. a second "
+                "asyncio.run()): make one Engine per event loop")
+
     async def start(self) -> None:
+        """Start the engine (once; concurrent calls wait for the same start). An engine
+        that was stopped, or whose start failed, does not start again."""
+        if self._stopped:
+            raise EngineStateError("this Engine was stopped (or failed to start); an engine "
+                                   "does not start again: make a new Engine")
+        self._check_loop()
         if self._started:
             return
+        if self._starting is not None:
+            await asyncio.shield(self._starting)
+            if not self._started:
+                raise EngineStateError("this Engine failed to start")
+            return
+        self._loop = asyncio.get_running_loop()
+        self._starting = self._loop.create_future()
+        try:
+            await self._start()
+        except BaseException:
+            self._stopped = True  # half wired: not started again
+            raise
+        finally:
+            self._starting.set_result(None)
+        self._started = True
+
+    async def _start(self) -> None:
         routes: dict[str, _Route] = defaultdict(_Route)
         for plan in self.compiled.nodes:
             proc = self._processor(plan)
@@ -155,7 +234,6 @@ class Engine:
         if self.results:
             self.transport.subscribe(self.topics.errors, self._on_error, shared=False)
         await self.transport.start()
-        self._started = True
 
     def _all_topics(self) -> list[str]:
         topics = {self.topics.errors}
@@ -188,6 +266,12 @@ class Engine:
         return tap
 
     async def stop(self) -> None:
+        """Stop the engine for good (it does not start again). Requests still waiting get
+        an error answer (``engine stopped before the answer``); batches still open are
+        dropped and join windows no longer close; steps still running are cancelled."""
+        if self._starting is not None and not self._starting.done():
+            await asyncio.shield(self._starting)
+        self._stopped = True
         for proc in self.processors:
             proc.close()
         # The transport stops first: it stops consuming and finishes the poll in hand, steps
@@ -199,11 +283,13 @@ class Engine:
         for task in pending:
             task.cancel()
         await asyncio.gather(*pending, return_exceptions=True)
-        for waiters in self._waiters.values():
-            for _, fut in waiters:
+        for proc in self.processors:
+            proc.discard()  # what waited in a batch (the transport no longer needs it held)
+        waiters, self._waiters = self._waiters, {}
+        for request_id, entries in waiters.items():
+            for wanted, _, fut in entries:
                 if not fut.done():
-                    fut.cancel()
-        self._waiters.clear()
+                    fut.set_result(InferenceResult(request_id, wanted, error=STOPPED_ANSWER))
         self._started = False
 
     async def __aenter__(self) -> Engine:
@@ -219,14 +305,21 @@ class Engine:
         if not waiters:
             return
         keep = []
-        for wanted, fut in waiters:
+        trace = result.lineage.trace_id if result.lineage is not None else None
+        for entry in waiters:
+            wanted, wanted_trace, fut = entry
             if fut.done():
                 continue
-            if pipeline is None or wanted == pipeline:
-                result.pipeline = wanted
-                fut.set_result(result)
+            # a waiter that knows its request's trace takes only records of that trace: an
+            # earlier request with the same id (one its client gave up on) is not its answer
+            if (pipeline is None or wanted == pipeline) and (
+                    wanted_trace is None or trace is None or wanted_trace == trace):
+                # each waiter gets its own answer object: one mutated for several would
+                # name the last waiter's pipeline in all of them
+                fut.set_result(result if result.pipeline == wanted
+                               else dataclasses.replace(result, pipeline=wanted))
             else:
-                keep.append((wanted, fut))
+                keep.append(entry)
         if keep:
             self._waiters[request_id] = keep
         else:
@@ -319,6 +412,9 @@ class Engine:
 
     def submit(self, record: Record) -> None:
         """Send a request record into its pipeline without waiting for a result."""
+        if self._stopped:
+            raise EngineStateError("this Engine was stopped: make a new Engine")
+        self._check_loop()
         self.transport.publish(self.topics.pipeline(record.lineage.pipeline, "inputs"), record)
 
     async def infer(
@@ -333,16 +429,54 @@ class Engine:
         timeout: float | None = 120.0,
     ) -> InferenceResult:
         """Send one request and wait for the output of ``result_of`` (default: ``pipeline``),
-        or for the first error record of the request."""
+        or for the first error record of the request.
+
+        Request ids must be unique among the requests in flight: a request whose id another
+        request still waits on is not run; its answer is an error saying so."""
         if not self._started:
             await self.start()
+        self._check_loop()
         record = self.make_request(pipeline, request, request_id, traceparent, tracestate)
-        future = self.expect(record.lineage.request_id, result_of or pipeline)
+        lin = record.lineage
+        if self.in_flight(lin.request_id):
+            return InferenceResult(
+                lin.request_id, result_of or pipeline, lineage=lin,
+                error=f"request id {lin.request_id!r} is in use by a request still in flight; "
+                      f"request ids must be unique among requests in flight, this request was "
+                      f"not run")
+        future = self.expect(lin.request_id, result_of or pipeline, lin.trace_id)
         self.submit(record)
         return await asyncio.wait_for(future, timeout)
 
-    def expect(self, request_id: str, pipeline: str) -> asyncio.Future[InferenceResult]:
-        """A future for the result of ``pipeline`` for ``request_id`` (register before sending)."""
+    def in_flight(self, request_id: str) -> bool:
+        """True while a client waits for an answer to a request with this id."""
+        return any(not fut.done() for _, _, fut in self._waiters.get(request_id, ()))
+
+    def expect(self, request_id: str, pipeline: str,
+               trace_id: str | None = None) -> asyncio.Future[InferenceResult]:
+        """A future for the result of ``pipeline`` for ``request_id`` (register before sending).
+
+        With ``trace_id`` (the request record's), only records of that trace answer it. A
+        future that is cancelled (or times out in ``asyncio.wait_for``) stops waiting."""
+        if self._stopped:
+            raise EngineStateError("this Engine was stopped: make a new Engine")
+        self._check_loop()
         future: asyncio.Future[InferenceResult] = asyncio.get_running_loop().create_future()
-        self._waiters.setdefault(request_id, []).append((pipeline, future))
+        entry = (pipeline, trace_id, future)
+        self._waiters.setdefault(request_id, []).append(entry)
+        future.add_done_callback(lambda fut: self._forget(request_id, entry))
         return future
+
+    def _forget(self, request_id: str, entry: tuple[Any, ...]) -> None:
+        """A waiter that was cancelled leaves; answered ones were removed by _resolve."""
+        if not entry[2].cancelled():
+            return
+        waiters = self._waiters.get(request_id)
+        if waiters is None:
+            return
+        try:
+            waiters.remove(entry)  # type: ignore[arg-type]
+        except ValueError:
+            return
+        if not waiters:
+            del self._waiters[request_id]

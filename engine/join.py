@@ -141,6 +141,10 @@ class JoinTable:
         self.plan = plan
         self.pending: OrderedDict[Key, tuple[float, list[Record | None]]] = OrderedDict()
         self.decided: OrderedDict[Key, tuple[float, set[int]]] = OrderedDict()
+        # In a cycle: slots whose producer the node does not reach (pipeline inputs, steps
+        # before the loop). Their records never carry a visit of this node, so they only
+        # ever arrive at generation 0; for a later generation they count as absent.
+        self.gen0_only: tuple[int, ...] = ()
 
     def _remember(self, key: Key, arrivals: list[Record | None], now: float) -> None:
         waiting = {i for i, a in enumerate(arrivals) if a is None}
@@ -157,6 +161,12 @@ class JoinTable:
         entry = self.pending.get(key)
         if entry is None:
             entry = (now, [None] * len(self.plan.slots))
+            if key[1] and self.gen0_only:
+                notice = Record(record.lineage, kind="absent",
+                                error="skipped: only fed at generation 0")
+                for i in self.gen0_only:
+                    if i != slot:
+                        entry[1][i] = notice
             self.pending[key] = entry
         arrivals = entry[1]
         if arrivals[slot] is not None:

@@ -123,9 +123,30 @@ class NodeProcessor:
     def out_lineage(self, key: Key, example: Record, origin: str, span_id: str,
                     parents: tuple[str, ...]) -> Lineage:
         return example.lineage.child(self.plan.pipeline, origin, span_id, parents, key[1],
-                                     _merged_visits(self.plan, ()))
+                                     self._notice_visits(key, example))
+
+    def _notice_visits(self, key: Key, example: Record) -> dict[str, int] | None:
+        """In a cycle, a notice stands for the output this node did not make for generation
+        ``key[1]``: it carries the visits that output would have carried, so that a join
+        downstream keys it to the same generation (not to generation 0)."""
+        if not self.plan.allow_cycles:
+            return None
+        visits = dict(example.lineage.visits or {})
+        if self.plan.kind == "step":
+            visits[self.plan.name] = key[1] + 1
+        return visits
 
     def absent(self, key: Key, example: Record, status: str, reason: str) -> None:
+        plan = self.plan
+        if plan.allow_cycles and status == "skipped":
+            # A skipped output stage is not final in a loop: a later turn may still reach
+            # it; joins downstream (a chained pipeline's input stage) wait for that turn.
+            if plan.kind == "outputs":
+                return
+            # Nothing can run beyond maxStepRevisits: a skip there ends a chain of notices
+            # that would otherwise go round the loop.
+            if plan.kind == "step" and key[1] > plan.max_revisits:
+                return
         lineage = self.out_lineage(key, example, self.plan.origin, example.lineage.span_id, ())
         reason = bounded_error(reason)
         self.publish(self.control_topic, Record(lineage, kind="absent", error=f"{status}: {reason}"))
@@ -145,9 +166,11 @@ class NodeProcessor:
         base = lineage or self.out_lineage(key, example, plan.origin, new_span_id(),
                                            (example.lineage.record_id,))
         err_lineage = base.child(plan.pipeline, f"{plan.name}.errors", base.span_id,
-                                 base.parents, key[1])
+                                 base.parents, key[1], base.visits)
         self.publish(self.errors_topic, Record(err_lineage, kind="error", error=text))
-        notice = base.child(plan.pipeline, plan.origin, base.span_id, base.parents, key[1])
+        # the notice keeps the visits: in a cycle, joins key it to its generation
+        notice = base.child(plan.pipeline, plan.origin, base.span_id, base.parents, key[1],
+                            base.visits)
         self.publish(self.control_topic, Record(notice, kind="absent", error=f"error: {text}"))
         if self.observers and plan.kind == "step":
             self.notify(StepEvent(plan.pipeline, plan.name, status, base,
@@ -196,9 +219,30 @@ class NodeProcessor:
             del self.table.pending[key]
 
     def close(self) -> None:
+        """Stopping: no join window closes and no batch flushes on a timer any more."""
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        if self.batcher is not None:
+            self.batcher.close()
+
+    def discard(self) -> None:
+        """After the transport stopped: drop the runs still waiting in a batch (they never
+        run; on Kafka their records were not committed and are read again) and the calls
+        still queued for a step's threads."""
+        if self.batcher is not None:
+            self.batcher.pending.clear()
+        runnable = getattr(self, "runnable", None)
+        if runnable is not None:
+            runnable.close()
+
+
+def cancelled_by_engine() -> bool:
+    """Whether the running task was cancelled from outside (the engine stopping), rather
+    than step code raising CancelledError of its own (an awaited future someone else
+    cancelled)."""
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
 
 
 def step_inputs(tensors: tuple[Tensor, ...]) -> dict[str, np.ndarray]:
@@ -342,12 +386,19 @@ class StepProcessor(NodeProcessor):
         except Exception as exc:  # noqa: BLE001
             self.step_failed(run, exc, started)
             return
+        except asyncio.CancelledError as exc:
+            if cancelled_by_engine():
+                raise
+            self.step_failed(run, exc, started)  # raised inside the step's own code
+            return
         self.succeed(run, outputs, started)
 
     def step_failed(self, run: Run, exc: BaseException, started_ns: int,
                     batch_size: int = 1) -> None:
         if isinstance(exc, TimeoutError):
             message = f"timed out after {self.runnable.timeout_s} s"
+        elif isinstance(exc, asyncio.CancelledError):
+            message = f"CancelledError raised inside the step{': ' if str(exc) else ''}{exc}"
         else:
             message = f"{type(exc).__name__}: {exc}"
         finished = time.time_ns() if self.observers else 0

@@ -10,7 +10,9 @@ A step is any of:
 A step returns only the tensors it produces: returning a subset is how a router routes
 (tensors it does not return are absent downstream). A step may set ``timeout_s`` (attribute
 on the function or class); async steps always honour it, sync steps with a timeout run in a
-worker thread so the engine can stop waiting for them.
+worker thread so the engine can stop waiting for them. Each such step has a thread pool of
+its own (``STEP_THREADS`` threads), so a step whose calls hang holds only its own threads;
+its timeout counts from when a thread starts the call, not while the call waits for one.
 
 Step code lives in a module: either a ``STEPS`` dict mapping names to steps, or module-level
 functions/classes named like the steps. A pipeline step's name is the model it runs unless a
@@ -23,8 +25,10 @@ import asyncio
 import importlib
 import importlib.util
 import inspect
+import os
 import sys
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -33,10 +37,16 @@ import numpy as np
 from engine.tensors import DATATYPE_OF_DTYPE, Tensor, TensorError
 
 StepCallable = Callable[[dict[str, np.ndarray]], Any]
+# worker threads per sync step with a timeout (as many as asyncio's default executor has)
+STEP_THREADS = min(32, (os.cpu_count() or 1) + 4)
 
 
 class StepNotFound(LookupError):
     pass
+
+
+class StepBusy(RuntimeError):
+    """A sync step with a timeout found none of its threads free within its timeout."""
 
 
 class MalformedOutput(TensorError):
@@ -46,13 +56,20 @@ class MalformedOutput(TensorError):
 class RunnableStep:
     """A step ready to run: sync or async, with an optional timeout."""
 
-    __slots__ = ("name", "fn", "is_async", "timeout_s")
+    __slots__ = ("name", "fn", "is_async", "timeout_s", "_pool")
 
     def __init__(self, name: str, fn: StepCallable, is_async: bool, timeout_s: float | None):
         self.name = name
         self.fn = fn
         self.is_async = is_async
         self.timeout_s = timeout_s
+        self._pool: ThreadPoolExecutor | None = None  # made on first use
+
+    def close(self) -> None:
+        """Drop calls still queued for a thread; calls running keep their thread."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = None
 
     @property
     def inline(self) -> bool:
@@ -73,8 +90,37 @@ class RunnableStep:
         if self.timeout_s is None:
             return self.run_sync(inputs)
         loop = asyncio.get_running_loop()
-        future: Awaitable[Any] = loop.run_in_executor(None, self.fn, inputs)
-        return to_tensors(await asyncio.wait_for(future, self.timeout_s), self.name)
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(STEP_THREADS, thread_name_prefix=f"step-{self.name}")
+        started: asyncio.Future[None] = loop.create_future()
+
+        def call() -> Any:
+            loop.call_soon_threadsafe(_set_started, started)
+            return self.fn(inputs)
+
+        future: asyncio.Future[Any] = loop.run_in_executor(self._pool, call)
+        # Waiting for a thread does not count against timeout_s: the call has all of it. The
+        # wait has a bound of its own (timeout_s too), so that a step whose threads are all
+        # held by hung calls answers with an error rather than never.
+        try:
+            done, _ = await asyncio.wait((started, future), timeout=self.timeout_s,
+                                         return_when=asyncio.FIRST_COMPLETED)
+            if not done:
+                raise StepBusy(f"no thread of the step free within {self.timeout_s} s (its "
+                               f"{STEP_THREADS} threads are held by calls still running)")
+            if future not in done:
+                await asyncio.wait_for(future, self.timeout_s)
+        except BaseException:
+            future.cancel()  # a call still queued never runs (a running one keeps its thread)
+            raise
+        finally:
+            started.cancel()
+        return to_tensors(future.result(), self.name)
+
+
+def _set_started(started: asyncio.Future[None]) -> None:
+    if not started.done():
+        started.set_result(None)
 
 
 def to_tensors(result: Any, step: str) -> tuple[Tensor, ...]:
