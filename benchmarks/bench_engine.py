@@ -17,10 +17,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
+import os
 import time
 import tracemalloc
 
 import numpy as np
+from _args import positive_int
 
 from engine.engine import Engine
 from engine.spec import load_pipelines
@@ -111,6 +113,9 @@ async def memory(engine: Engine, n: int) -> tuple[float, float]:
     return (peak - base) / 2**20, (current - base) / 2**20
 
 
+TARGET_RATIO = 0.35  # engine / relay requests per second, best rounds
+
+
 async def main(n: int, rounds: int, mem_n: int) -> None:
     engine = Engine(load_pipelines(CHAIN), {"s1": passthrough, "s2": passthrough,
                                             "s3": passthrough})
@@ -124,10 +129,13 @@ async def main(n: int, rounds: int, mem_n: int) -> None:
             eng_best, relay_best = max(eng_best, eng), max(relay_best, rel)
             print(f"round {r + 1}: engine {eng:10,.0f} req/s   relay {rel:10,.0f} req/s")
         print()
-        print(f"3-step chain, {n:,} requests, best of {rounds} rounds")
+        print(f"{time.strftime('%Y-%m-%d')}: 3-step chain, {n:,} requests, best of {rounds} "
+              f"rounds; load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
         print(f"  bare asyncio-queue relay : {relay_best:10,.0f} requests/s")
         print(f"  flowcause embedded engine: {eng_best:10,.0f} requests/s")
-        print(f"  ratio engine / relay     : {eng_best / relay_best:10.2f}   (target >= 0.35)")
+        ratio = eng_best / relay_best
+        print(f"  ratio engine / relay     : {ratio:10.2f}   (target >= {TARGET_RATIO}): "
+              f"{'ok' if ratio >= TARGET_RATIO else 'MISSED'}")
         peak1, held1 = await memory(engine, mem_n)
         peak2, held2 = await memory(engine, mem_n)
         print(f"memory, {mem_n:,} requests in flight-and-done (tracemalloc):")
@@ -140,8 +148,8 @@ async def main(n: int, rounds: int, mem_n: int) -> None:
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--requests", type=int, default=100_000)
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--memory-requests", type=int, default=100_000)
+    parser.add_argument("--requests", type=positive_int, default=100_000)
+    parser.add_argument("--rounds", type=positive_int, default=5)
+    parser.add_argument("--memory-requests", type=positive_int, default=100_000)
     args = parser.parse_args()
     asyncio.run(main(args.requests, args.rounds, args.memory_requests))

@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+from _args import non_negative_float, positive_int, ratio
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
@@ -165,6 +166,8 @@ async def main(n: int, rounds: int, work_us: float, sampled: float) -> None:
         store_bytes = sum(f.stat().st_size for f in Path(tmp).rglob("*.parquet"))
     dropped = sum(s.dropped for o in observers.values() if o is not None for s in o.sinks
                   if isinstance(s, SpanSink))
+    undelivered = sum(s.dropped for o in observers.values() if o is not None for s in o.sinks
+                      if isinstance(s, ProcessSinks))
     print()
     work = f", each step busy {work_us:g} us first" if work_us else " (step code: arithmetic only)"
     if sampled < 1:
@@ -175,8 +178,9 @@ async def main(n: int, rounds: int, work_us: float, sampled: float) -> None:
     for mode in MODES:
         print(f"  {mode:<20}  {best[mode][0]:12,.0f}  {best[mode][1]:14,.0f}")
     print(f"  spans exported: {exporters['spans'].spans:,} (spans), "
-          f"{exporters['spans+store'].spans:,} (spans+store); spans dropped: {dropped}; "
-          f"store: {store_bytes / 2**20:.1f} MiB")
+          f"{exporters['spans+store'].spans:,} (spans+store); store: {store_bytes / 2**20:.1f} MiB")
+    print(f"  spans dropped in this process (spans, spans+store): {dropped}; events not "
+          f"delivered to the tracing process: {undelivered} (spans dropped inside it: not counted)")
     for i, clock in enumerate(("wall-clock", "CPU time")):
         off, spans, full, process = (best[m][i] for m in MODES)
         print(f"  {clock}: spans / off {spans / off:.3f};  spans+store / spans {full / spans:.3f}"
@@ -188,11 +192,11 @@ async def main(n: int, rounds: int, work_us: float, sampled: float) -> None:
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--requests", type=int, default=20_000)
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--step-work-us", type=float, default=0.0,
+    parser.add_argument("--requests", type=positive_int, default=20_000)
+    parser.add_argument("--rounds", type=positive_int, default=5)
+    parser.add_argument("--step-work-us", type=non_negative_float, default=0.0,
                         help="CPU time each step spends before its arithmetic, as a model would")
-    parser.add_argument("--sampled", type=float, default=1.0,
-                        help="ratio of requests that get spans (the store records all)")
+    parser.add_argument("--sampled", type=ratio, default=1.0,
+                        help="ratio of requests that get spans, in (0, 1] (the store records all)")
     args = parser.parse_args()
     asyncio.run(main(args.requests, args.rounds, args.step_work_us, args.sampled))

@@ -33,9 +33,11 @@ _TRACEPARENT_OURS = re.compile(r"00-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}")
 _ZERO_TRACE, _ZERO_SPAN = "0" * 32, "0" * 16
 _ODD = frozenset("13579bdf")  # the second hex digit of the flags, with the sampled bit set
 _json_string = json.encoder.encode_basestring_ascii  # type: ignore[attr-defined]
-# Ids need uniqueness, not secrecy: a Mersenne generator seeded from the OS is ~20x cheaper
-# per id than reading os.urandom every time. A forked process gets a copy of its state, so it
-# is seeded again there: else parent and child would make the same ids.
+# Ids need uniqueness, not secrecy: a Mersenne generator seeded from the OS. Its getrandbits
+# is ~10x cheaper than os.urandom, but per finished hex id only 1.1-1.4x (128 bits) and
+# 1.7-1.8x (64 bits): formatting dominates (timeit, 2026-11-27, docs/engine.md). A forked
+# process gets a copy of its state, so it is seeded again there: else parent and child would
+# make the same ids.
 _generator = random.Random(os.urandom(32))
 _rand = _generator.getrandbits
 if hasattr(os, "register_at_fork"):  # POSIX
