@@ -446,7 +446,11 @@ class Engine:
                       f"not run")
         future = self.expect(lin.request_id, result_of or pipeline, lin.trace_id)
         self.submit(record)
-        return await asyncio.wait_for(future, timeout)
+        try:
+            return await asyncio.wait_for(future, timeout)
+        except BaseException:  # timed out or cancelled: the waiter leaves
+            self.forget(lin.request_id, future)
+            raise
 
     def in_flight(self, request_id: str) -> bool:
         """True while a client waits for an answer to a request with this id."""
@@ -457,26 +461,19 @@ class Engine:
         """A future for the result of ``pipeline`` for ``request_id`` (register before sending).
 
         With ``trace_id`` (the request record's), only records of that trace answer it. A
-        future that is cancelled (or times out in ``asyncio.wait_for``) stops waiting."""
+        caller that gives up on the future before it is answered calls :meth:`forget` (as
+        ``infer`` does); a done-callback would cost every request a turn of the event loop."""
         if self._stopped:
             raise EngineStateError("this Engine was stopped: make a new Engine")
         self._check_loop()
         future: asyncio.Future[InferenceResult] = asyncio.get_running_loop().create_future()
-        entry = (pipeline, trace_id, future)
-        self._waiters.setdefault(request_id, []).append(entry)
-        future.add_done_callback(lambda fut: self._forget(request_id, entry))
+        self._waiters.setdefault(request_id, []).append((pipeline, trace_id, future))
         return future
 
-    def _forget(self, request_id: str, entry: tuple[Any, ...]) -> None:
-        """A waiter that was cancelled leaves; answered ones were removed by _resolve."""
-        if not entry[2].cancelled():
-            return
-        waiters = self._waiters.get(request_id)
-        if waiters is None:
-            return
-        try:
-            waiters.remove(entry)  # type: ignore[arg-type]
-        except ValueError:
-            return
-        if not waiters:
-            del self._waiters[request_id]
+    def forget(self, request_id: str, future: asyncio.Future[InferenceResult]) -> None:
+        """Stop waiting with ``future`` (from :meth:`expect`) for ``request_id``."""
+        waiters = [w for w in self._waiters.get(request_id, ()) if w[2] is not future]
+        if waiters:
+            self._waiters[request_id] = waiters
+        else:
+            self._waiters.pop(request_id, None)
