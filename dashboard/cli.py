@@ -120,7 +120,8 @@ def register(subparsers: Any) -> None:
         "report", help="write a root-cause report (HTML, Markdown or JSON) comparing two windows",
         description="Rank the steps that may cause the incident and write a self-contained report. "
                     "Windows: T0..T1 (ISO datetimes or epoch seconds, either side may be empty), "
-                    "first:N or last:N (requests by arrival); without --store they are CSV files "
+                    "first:N, last:N or requests:A..B (requests by arrival, from 0); without "
+                    "--store they are CSV files "
                     "in a reference layout (--layout). On the store of a built-in scenario run, "
                     "--pipeline and the windows default to the run's.")
     p.add_argument("--store", metavar="PATH", help="trace store directory")
