@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from engine.compile import DEFAULT_BATCH_WINDOW_MS
+from engine.steps import cancelled_by_engine
 from engine.tensors import Tensor
 
 if TYPE_CHECKING:
@@ -103,7 +104,6 @@ class Batcher:
                 proc.step_failed(run, exc, started, batch_size=len(runs))
             return
         except asyncio.CancelledError as exc:
-            from engine.processor import cancelled_by_engine
             if cancelled_by_engine():
                 raise
             for run in runs:  # raised inside the step's own code: a step error

@@ -22,7 +22,7 @@ from engine.join import FIRE, SKIP, JoinTable, Key, Outcome, absence_reason
 from engine.lineage import Lineage, new_span_id
 from engine.observe import Observer, StepEvent
 from engine.record import Record, bounded_error
-from engine.steps import RunnableStep
+from engine.steps import RunnableStep, cancelled_by_engine
 from engine.tensors import Tensor
 
 Publish = Callable[[str, Record], None]
@@ -235,14 +235,6 @@ class NodeProcessor:
         runnable = getattr(self, "runnable", None)
         if runnable is not None:
             runnable.close()
-
-
-def cancelled_by_engine() -> bool:
-    """Whether the running task was cancelled from outside (the engine stopping), rather
-    than step code raising CancelledError of its own (an awaited future someone else
-    cancelled)."""
-    task = asyncio.current_task()
-    return task is not None and task.cancelling() > 0
 
 
 def step_inputs(tensors: tuple[Tensor, ...]) -> dict[str, np.ndarray]:

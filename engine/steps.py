@@ -118,6 +118,14 @@ class RunnableStep:
         return to_tensors(future.result(), self.name)
 
 
+def cancelled_by_engine() -> bool:
+    """Whether the running task was cancelled from outside (the engine stopping), rather
+    than step code raising CancelledError of its own (an awaited future someone else
+    cancelled)."""
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
+
+
 def _set_started(started: asyncio.Future[None]) -> None:
     if not started.done():
         started.set_result(None)
