@@ -39,11 +39,17 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
-from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError, for_code
+from aiokafka.errors import (
+    CommitFailedError,
+    IllegalStateError,
+    KafkaError,
+    TopicAlreadyExistsError,
+    for_code,
+)
 from aiokafka.producer.message_accumulator import BatchBuilder
 
 from engine.lineage import Lineage, new_span_id, new_trace_id
-from engine.record import Record, bounded_error
+from engine.record import ERROR_TEXT_LIMIT, Record, bounded_error
 from engine.transport import Handler, Host
 
 log = logging.getLogger(__name__)
@@ -62,7 +68,6 @@ Acks = list["asyncio.Future[None]"]
 
 # Kafka's rule for topic names: at most 249 of ASCII alphanumerics, '.', '_' and '-'.
 _TOPIC_NAME = re.compile(r"[A-Za-z0-9._-]{1,249}")
-_TOPIC_ALREADY_EXISTS = 36
 
 
 class TopicSetupError(KafkaError):
@@ -238,7 +243,7 @@ class KafkaTransport:
                 return
             # an error or absence notice: its text is what is large, and it must still go
             record = Record(lin, kind=record.kind, error=bounded_error(
-                record.error or "", min(4096, self.max_record_bytes // 8)))
+                record.error or "", min(ERROR_TEXT_LIMIT, self.max_record_bytes // 8)))
             value = record.encode_value()
         partition = partition_of(lin.request_id, self.partitions)
         key = f"{partition}.{lin.pipeline}.{lin.request_id}".encode()
@@ -283,7 +288,7 @@ class KafkaTransport:
             if new:
                 response = await admin.create_topics(new)
                 for topic, code, message, *_ in response.topic_errors:
-                    if code == _TOPIC_ALREADY_EXISTS:  # another worker created it meanwhile
+                    if code == TopicAlreadyExistsError.errno:  # another worker created it meanwhile
                         raced.append(topic)
                     elif code:
                         raise TopicSetupError(f"cannot create topic {topic!r}: "

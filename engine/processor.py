@@ -228,13 +228,9 @@ class NodeProcessor:
 
     def discard(self) -> None:
         """After the transport stopped: drop the runs still waiting in a batch (they never
-        run; on Kafka their records were not committed and are read again) and the calls
-        still queued for a step's threads."""
+        run; on Kafka their records were not committed and are read again)."""
         if self.batcher is not None:
             self.batcher.pending.clear()
-        runnable = getattr(self, "runnable", None)
-        if runnable is not None:
-            runnable.close()
 
 
 def step_inputs(tensors: tuple[Tensor, ...]) -> dict[str, np.ndarray]:
@@ -408,6 +404,11 @@ class StepProcessor(NodeProcessor):
         if visits is not None:
             visits = {**visits, self.plan.name: visits.get(self.plan.name, 0) + 1}
         return self.lineage(run, self.origin, visits)
+
+    def discard(self) -> None:
+        """Also drop the calls still queued for the step's threads."""
+        super().discard()
+        self.runnable.close()
 
     def succeed(self, run: Run, outputs: tuple[Tensor, ...], started_ns: int,
                 batch_size: int = 1) -> None:

@@ -107,7 +107,11 @@ def _flush(collector: Collector) -> Exception | None:
     """Flush the sinks (every one, whatever the others did) and return the first failure, if
     any: the collector has logged it (not every time: :class:`tracing.collector.FailureLog`)
     and tracing goes on, as in an in-process collector."""
-    return collector._flush_sinks(in_process_only=False)  # noqa: SLF001 - its own collector
+    try:
+        collector.flush()
+    except Exception as exc:  # noqa: BLE001 - told to the engine, which raises it
+        return exc
+    return None
 
 
 # -- the engine's side ----------------------------------------------------------------------
