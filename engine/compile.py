@@ -8,8 +8,9 @@ one record are served by one arrival.
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from engine.refs import Ref, parse_ref
 from engine.spec import DEFAULT_JOIN_WINDOW_MS, Batch, JoinType, Pipeline
@@ -79,6 +80,8 @@ class NodePlan:
     batch: Batch | None = None
     allow_cycles: bool = False
     max_revisits: int = DEFAULT_MAX_STEP_REVISITS
+    # in a cycle: slots whose records come at generation 0 only (see _gen0_only)
+    gen0_only: tuple[int, ...] = ()
 
     @property
     def origin(self) -> str:
@@ -144,6 +147,33 @@ def _slots(
             input_picks = (Pick(chosen or None, rename),)
         out.append(Slot(topic, pipe, origin, input_picks, tuple(trigger_picks)))
     return tuple(out)
+
+
+def _gen0_only(plan: NodePlan, nodes: list[NodePlan]) -> tuple[int, ...]:
+    """Slots of a step in a cyclic pipeline whose producer the step does not reach (the
+    pipeline's inputs, other pipelines, steps before the loop): their records never carry a
+    visit of the step, so they come at generation 0 only."""
+    def producer(slot: Slot) -> str | None:
+        if slot.pipeline != plan.pipeline or "." not in slot.origin:
+            return None  # another pipeline, or the pipeline's inputs
+        return slot.origin.rsplit(".", 1)[0]
+
+    feeds: dict[str, set[str]] = defaultdict(set)  # step -> steps that read it
+    for node in nodes:
+        if node.pipeline == plan.pipeline and node.kind == "step":
+            for slot in node.slots:
+                src = producer(slot)
+                if src is not None:
+                    feeds[src].add(node.name)
+    reached: set[str] = set()
+    todo = [plan.name]
+    while todo:
+        for nxt in feeds.get(todo.pop(), ()):
+            if nxt not in reached:
+                reached.add(nxt)
+                todo.append(nxt)
+    return tuple(i for i, slot in enumerate(plan.slots)
+                 if (src := producer(slot)) is None or (src != plan.name and src not in reached))
 
 
 def _window_s(ms: int | None) -> float:
@@ -217,6 +247,8 @@ def compile_pipelines(pipelines: Iterable[Pipeline], topics: Topics | None = Non
                 allow_cycles=cycles,
             )
         )
+    nodes = [replace(n, gen0_only=_gen0_only(n, nodes)) if n.allow_cycles and n.kind == "step"
+             else n for n in nodes]
     return CompiledPipelines(
         pipelines={p.name: p for p in pipelines},
         nodes=nodes,

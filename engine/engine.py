@@ -140,35 +140,7 @@ class Engine:
                                  self.observers)
         if getattr(self.transport, "redelivers", False):
             proc.remember_decisions()
-        if plan.allow_cycles and plan.kind == "step" and not proc.single:
-            proc.table.gen0_only = self._gen0_only(plan)
         return proc
-
-    def _gen0_only(self, plan: NodePlan) -> tuple[int, ...]:
-        """Slots of a step in a cyclic pipeline whose producer the step does not reach (the
-        pipeline's inputs, other pipelines, steps before the loop): their records never
-        carry a visit of the step, so they come at generation 0 only."""
-        def producer(slot_pipeline: str, origin: str) -> str | None:
-            if slot_pipeline != plan.pipeline or "." not in origin:
-                return None  # another pipeline, or the pipeline's inputs
-            return origin.rsplit(".", 1)[0]
-
-        feeds: dict[str, set[str]] = defaultdict(set)  # step -> steps that read it
-        for node in self.compiled.nodes:
-            if node.pipeline == plan.pipeline and node.kind == "step":
-                for slot in node.slots:
-                    src = producer(slot.pipeline, slot.origin)
-                    if src is not None:
-                        feeds[src].add(node.name)
-        reached, todo = set(), [plan.name]
-        while todo:
-            for nxt in feeds.get(todo.pop(), ()):
-                if nxt not in reached:
-                    reached.add(nxt)
-                    todo.append(nxt)
-        return tuple(i for i, slot in enumerate(plan.slots)
-                     if (src := producer(slot.pipeline, slot.origin)) is None
-                     or (src != plan.name and src not in reached))
 
     def _check_loop(self) -> None:
         """An engine runs in the event loop it started in (it is not thread-safe): its

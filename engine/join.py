@@ -141,10 +141,9 @@ class JoinTable:
         self.plan = plan
         self.pending: OrderedDict[Key, tuple[float, list[Record | None]]] = OrderedDict()
         self.decided: OrderedDict[Key, tuple[float, set[int]]] = OrderedDict()
-        # In a cycle: slots whose producer the node does not reach (pipeline inputs, steps
-        # before the loop). Their records never carry a visit of this node, so they only
-        # ever arrive at generation 0; for a later generation they count as absent.
-        self.gen0_only: tuple[int, ...] = ()
+        # In a cycle: slots whose records only ever arrive at generation 0 (the plan's
+        # gen0_only); for a later generation they count as absent.
+        self.gen0_only = plan.gen0_only
 
     def _remember(self, key: Key, arrivals: list[Record | None], now: float) -> None:
         waiting = {i for i, a in enumerate(arrivals) if a is None}
