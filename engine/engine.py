@@ -11,6 +11,7 @@ from typing import Any
 
 from engine.compile import CompiledPipelines, NodePlan, compile_pipelines
 from engine.embedded import EmbeddedBus
+from engine.join import caused_by_failure
 from engine.lineage import (
     TRACESTATE_MAX,
     Lineage,
@@ -23,7 +24,7 @@ from engine.lineage import (
 )
 from engine.observe import Observer
 from engine.processor import NodeProcessor, PortProcessor, StepProcessor
-from engine.record import Record
+from engine.record import FAILED_SUFFIX, Record
 from engine.spec import Pipeline
 from engine.steps import StepRegistry
 from engine.tensors import Tensor, TensorError, tensors_from_json
@@ -122,6 +123,11 @@ class Engine:
         self.processors: list[NodeProcessor] = []
         # request id -> (pipeline waited for, trace id of the request or None, future)
         self._waiters: dict[str, list[tuple[str, str | None, asyncio.Future[InferenceResult]]]] = {}
+        # For requests with waiters: the errors of failed nodes, first first, which answer a
+        # wait only once its pipeline's output stage is skipped because of a failure; and the
+        # pipelines whose output stage was, before any such error had arrived.
+        self._failures: dict[str, list[InferenceResult]] = {}
+        self._failed_outputs: dict[str, set[str]] = {}
         self._started = False
         self._stopped = False
         self._starting: asyncio.Future[None] | None = None  # set while start() runs
@@ -258,6 +264,8 @@ class Engine:
         for proc in self.processors:
             proc.discard()  # what waited in a batch (the transport no longer needs it held)
         waiters, self._waiters = self._waiters, {}
+        self._failures.clear()
+        self._failed_outputs.clear()
         for request_id, entries in waiters.items():
             for wanted, _, fut in entries:
                 if not fut.done():
@@ -295,7 +303,18 @@ class Engine:
         if keep:
             self._waiters[request_id] = keep
         else:
-            del self._waiters[request_id]
+            self._done_waiting(request_id)
+
+    def _done_waiting(self, request_id: str) -> None:
+        self._waiters.pop(request_id, None)
+        self._failures.pop(request_id, None)
+        self._failed_outputs.pop(request_id, None)
+
+    def _loops(self, pipeline: str) -> bool:
+        """Whether ``pipeline`` has cycles (or is not one of ours): there an output stage
+        that skips is not final, so errors answer at once."""
+        compiled = self.compiled.pipelines.get(pipeline)
+        return compiled is None or compiled.spec.allow_cycles
 
     def _on_output(self, record: Record) -> None:
         lin = record.lineage
@@ -303,25 +322,48 @@ class Engine:
                       InferenceResult(lin.request_id, lin.pipeline, record.tensors, lineage=lin))
 
     def _on_error(self, record: Record) -> None:
+        """The awaited pipeline's output stage decides the answer, on both transports alike
+        (there the error and output topics are read in no fixed order): a node's failure
+        answers only the waits whose output stage it keeps from being made, so a step off
+        the output path that fails leaves the answer a success. Errors of pipelines with
+        cycles and refused records (nothing follows them) answer every wait at once."""
         lin = record.lineage
-        # An error anywhere ends every wait for this request, chained pipelines included.
-        self._resolve(lin.request_id, None,
-                      InferenceResult(lin.request_id, lin.pipeline, error=record.error,
-                                      lineage=lin))
+        waiters = self._waiters.get(lin.request_id)
+        if not waiters:
+            return
+        result = InferenceResult(lin.request_id, lin.pipeline, error=record.error, lineage=lin)
+        if not lin.origin.endswith(FAILED_SUFFIX) or self._loops(lin.pipeline):
+            self._resolve(lin.request_id, None, result)
+            return
+        self._failures.setdefault(lin.request_id, []).append(result)
+        failed = self._failed_outputs.get(lin.request_id, set())
+        for wanted in {w[0] for w in waiters if w[0] in failed or self._loops(w[0])}:
+            self._resolve(lin.request_id, wanted, result)
 
     def _on_control(self, record: Record) -> None:
         """A pipeline's output stage skipped (its ``stepsJoin`` cannot be met: an output step
-        did not run) ends the wait with an error saying so; but not in a pipeline with
-        cycles, where a later turn of the loop may still reach it. Seldon has no absence
-        notices: there the output never comes and the caller times out."""
+        did not run) ends the wait with an error: the error of the failure that caused the
+        skip (waiting for it if its record has not arrived yet), else one saying that the
+        output steps did not run; but not in a pipeline with cycles, where a later turn of
+        the loop may still reach it. Seldon has no absence notices: there the output never
+        comes and the caller times out."""
         lin = record.lineage
-        if (lin.origin == "outputs" and record.error and record.error.startswith("skipped")
-                and not self.compiled.pipelines[lin.pipeline].spec.allow_cycles):
-            reason = record.error.removeprefix("skipped").lstrip(": ")
-            self._resolve(lin.request_id, lin.pipeline, InferenceResult(
-                lin.request_id, lin.pipeline, lineage=lin,
-                error=f"pipeline {lin.pipeline!r} produced no output: its output steps did not "
-                      f"run as its stepsJoin requires ({reason})"))
+        if (lin.origin != "outputs" or not record.error or not record.error.startswith("skipped")
+                or self._loops(lin.pipeline) or lin.request_id not in self._waiters):
+            return
+        if caused_by_failure(record.error):
+            failure = next((f for f in self._failures.get(lin.request_id, ())
+                            if f.lineage is not None and f.lineage.trace_id == lin.trace_id), None)
+            if failure is None:
+                self._failed_outputs.setdefault(lin.request_id, set()).add(lin.pipeline)
+            else:
+                self._resolve(lin.request_id, lin.pipeline, failure)
+            return
+        reason = record.error.removeprefix("skipped").lstrip(": ")
+        self._resolve(lin.request_id, lin.pipeline, InferenceResult(
+            lin.request_id, lin.pipeline, lineage=lin,
+            error=f"pipeline {lin.pipeline!r} produced no output: its output steps did not "
+                  f"run as its stepsJoin requires ({reason})"))
 
     # -- client API ----------------------------------------------------------------------
     def make_request(
@@ -401,7 +443,8 @@ class Engine:
         timeout: float | None = 120.0,
     ) -> InferenceResult:
         """Send one request and wait for the output of ``result_of`` (default: ``pipeline``),
-        or for the first error record of the request.
+        or for the error that kept it from being made (a step that fails off the output
+        path does not: the answer is the output).
 
         Request ids must be unique among the requests in flight: a request whose id another
         request still waits on is not run; its answer is an error saying so."""
@@ -448,4 +491,4 @@ class Engine:
         if waiters:
             self._waiters[request_id] = waiters
         else:
-            self._waiters.pop(request_id, None)
+            self._done_waiting(request_id)

@@ -25,6 +25,8 @@ from engine.tensors import Tensor
 
 Key = tuple[str, int]  # (request id, generation)
 
+UPSTREAM_FAILED = "upstream "  # how a skip caused by a failure upstream begins
+_FAILED_SKIP = f"skipped: {UPSTREAM_FAILED}"
 FIRE = "fire"
 SKIP = "skip"
 TIMEOUT = "timeout"
@@ -121,10 +123,17 @@ def decide(plan: NodePlan, arrivals: list[Record | None], closing: bool = False)
     return Outcome(FIRE, tuple(tensors), used)
 
 
+def caused_by_failure(notice: str | None) -> bool:
+    """Whether an absence notice's text (``error: ...``, ``skipped: <reason>``) stands for a
+    failure: a node's own error, or a skip that one upstream caused. Skips keep saying so
+    all the way down, so that an output stage knows an error record explains its skip."""
+    return notice is not None and notice.startswith(("error", _FAILED_SKIP))
+
+
 def absence_reason(arrivals: list[Record | None]) -> str:
     for a in arrivals:
-        if a is not None and a.kind == "absent" and a.error and a.error.startswith("error"):
-            return f"upstream {a.lineage.origin} failed"
+        if a is not None and a.kind == "absent" and caused_by_failure(a.error):
+            return f"{UPSTREAM_FAILED}{a.lineage.origin} failed"
     return "branch not taken"
 
 

@@ -49,7 +49,7 @@ from aiokafka.errors import (
 from aiokafka.producer.message_accumulator import BatchBuilder
 
 from engine.lineage import Lineage, new_span_id, new_trace_id
-from engine.record import ERROR_TEXT_LIMIT, Record, bounded_error
+from engine.record import ERROR_TEXT_LIMIT, REFUSED_SUFFIX, Record, bounded_error
 from engine.transport import Handler, Host
 
 log = logging.getLogger(__name__)
@@ -266,7 +266,7 @@ class KafkaTransport:
         if self._errors_topic is None:
             log.error("%s (no errors topic)", reason)
             return
-        error = lineage.child(lineage.pipeline, f"{lineage.step or lineage.origin}.errors",
+        error = lineage.child(lineage.pipeline, f"{lineage.step or lineage.origin}{REFUSED_SUFFIX}",
                               lineage.span_id, (lineage.record_id,), lineage.generation)
         self.publish(self._errors_topic, Record(error, kind="error", error=reason))
 

@@ -21,7 +21,7 @@ from engine.compile import NodePlan
 from engine.join import FIRE, SKIP, JoinTable, Key, Outcome, absence_reason
 from engine.lineage import Lineage, new_span_id
 from engine.observe import Observer, StepEvent
-from engine.record import Record, bounded_error
+from engine.record import FAILED_SUFFIX, REFUSED_SUFFIX, Record, bounded_error
 from engine.steps import RunnableStep, cancelled_by_engine
 from engine.tensors import Tensor
 
@@ -165,7 +165,7 @@ class NodeProcessor:
                              f"of pipeline {plan.pipeline!r}: {message}")
         base = lineage or self.out_lineage(key, example, plan.origin, new_span_id(),
                                            (example.lineage.record_id,))
-        err_lineage = base.child(plan.pipeline, f"{plan.name}.errors", base.span_id,
+        err_lineage = base.child(plan.pipeline, f"{plan.name}{FAILED_SUFFIX}", base.span_id,
                                  base.parents, key[1], base.visits)
         self.publish(self.errors_topic, Record(err_lineage, kind="error", error=text))
         # the notice keeps the visits: in a cycle, joins key it to its generation
@@ -187,7 +187,7 @@ class NodeProcessor:
         text = (f"{self.plan.kind} {self.plan.name!r} of pipeline {self.plan.pipeline!r}: "
                 f"request id {lin.request_id!r} was already used by another request (trace "
                 f"{trace_id}); on Kafka a request id must be unique, this request was not run")
-        err = lin.child(self.plan.pipeline, f"{self.plan.name}.errors", lin.span_id,
+        err = lin.child(self.plan.pipeline, f"{self.plan.name}{REFUSED_SUFFIX}", lin.span_id,
                         (lin.record_id,), key[1])
         self.publish(self.errors_topic, Record(err, kind="error", error=text))
 

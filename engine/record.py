@@ -46,6 +46,12 @@ _PAD = bytes(8)
 # message can be any size, and a record over the broker's message.max.bytes (1 MiB by
 # default) cannot be produced at all.
 ERROR_TEXT_LIMIT = 4096
+# How an error record's origin ends: ``<node>.errors`` when a node failed (an absence notice
+# follows on its pipeline's control topic, so the output stages downstream still decide),
+# ``<node>.refused`` when a record was refused before any node could decide on it (a reused
+# request id, a record too large to produce or impossible to decode: nothing follows).
+FAILED_SUFFIX = ".errors"
+REFUSED_SUFFIX = ".refused"
 
 
 def bounded_error(text: str, limit: int = ERROR_TEXT_LIMIT) -> str:

@@ -1,0 +1,82 @@
+"""Which answer a request gets when a step fails: the awaited pipeline's output stage decides,
+the same on both transports (on Kafka the errors, control and outputs topics are read in no
+fixed order, so "the first record to arrive" would differ from run to run)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import numpy as np
+import pytest
+
+from engine.tensors import Tensor
+from tests.harness import Harness, transports
+
+PIPELINES = [
+    {"metadata": {"name": "side"},  # the failing step is off the output path
+     "spec": {"steps": [{"name": "good"}, {"name": "bad", "inputs": ["good.outputs.y"]}],
+              "output": {"steps": ["good"]}}},
+    {"metadata": {"name": "onpath"},  # the failing step is the output step
+     "spec": {"steps": [{"name": "good"}, {"name": "bad", "inputs": ["good.outputs.y"]}],
+              "output": {"steps": ["bad"]}}},
+    {"metadata": {"name": "chained"},  # fed by onpath's outputs, which are never made
+     "spec": {"input": {"externalInputs": ["onpath.outputs"]},
+              "steps": [{"name": "after", "inputs": ["chained.inputs.y"]}],
+              "output": {"steps": ["after"]}}},
+]
+BAD = "ValueError: bad always fails"
+REQUESTS = 12
+
+
+def good(inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    return {"y": inputs["x"] + 1}
+
+
+def after(inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    return {"z": inputs["y"] * 2}
+
+
+def bad(inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    raise ValueError("bad always fails")
+
+
+STEPS = {"good": good, "bad": bad, "after": after}
+
+
+@pytest.fixture(params=transports())
+def transport_kind(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+async def answers(h: Harness, pipeline: str, result_of: str | None = None) -> list[Any]:
+    """Each request's answer, sent one at a time and then all at once."""
+    async with h.engine({"pipelines": PIPELINES}, STEPS) as eng:
+        def send(i: int) -> Any:
+            return eng.infer(pipeline, [Tensor("x", "FP64", np.array([float(i)]))],
+                             result_of=result_of, timeout=30)
+        one_by_one = [await send(i) for i in range(REQUESTS)]
+        together = await asyncio.gather(*(send(i) for i in range(REQUESTS)))
+        await h.settle()
+        for res in (*one_by_one, *together):  # the failure is recorded all the same
+            errors = h.records(eng.topics.errors, res.request_id)
+            assert [e.lineage.step for e in errors] == ["bad"], errors
+        return [*one_by_one, *together]
+
+
+def test_a_failure_off_the_output_path_leaves_the_answer_a_success(
+        transport_kind: str, request: pytest.FixtureRequest) -> None:
+    results = asyncio.run(answers(Harness(transport_kind, request), "side"))
+    assert [r.error for r in results] == [None] * len(results)
+    for i, res in enumerate(results):
+        assert [t.name for t in res.outputs] == ["y"]
+        assert res.outputs[0].data.tolist() == [float(i % REQUESTS) + 1]
+
+
+@pytest.mark.parametrize("result_of", [None, "chained"])
+def test_a_failure_that_keeps_the_output_from_being_made_is_the_answer(
+        transport_kind: str, result_of: str | None, request: pytest.FixtureRequest) -> None:
+    results = asyncio.run(answers(Harness(transport_kind, request), "onpath", result_of))
+    # the step's own error, never "produced no output", whichever record arrives first
+    assert {r.error for r in results} == {f"step 'bad' of pipeline 'onpath': {BAD}"}
+    assert {r.pipeline for r in results} == {result_of or "onpath"}
