@@ -24,11 +24,17 @@ def transports() -> list[str]:
 
 
 class Harness:
-    """One test's engine on one transport, plus a log of every record on its topics."""
+    """One test's engine on one transport, plus a log of every record on its topics (unless
+    it runs the default configuration, ``observe=False``)."""
 
-    def __init__(self, kind: str, request: pytest.FixtureRequest) -> None:
+    def __init__(self, kind: str, request: pytest.FixtureRequest, observe: bool = True) -> None:
+        """``observe=False``: the engine's default configuration, which nothing else reads —
+        no tap on the embedded bus, ``step_inputs=False`` on Kafka and no topic reader — so a
+        step whose inputs topic no step reads takes the short path in ``StepProcessor.fire``.
+        Results are then seen only through the engine (``infer``); the topic log is closed."""
         self.kind = kind
         self.request = request
+        self.observe = observe
         self._log: dict[str, list[Record]] = defaultdict(list)
         self._reader: Any = None
 
@@ -41,20 +47,27 @@ class Harness:
         pipelines = load_pipelines(case["pipelines"])
         if self.kind == "embedded":
             bus = EmbeddedBus()
-            bus.tap(self._tap)
+            if self.observe:
+                bus.tap(self._tap)
             async with Engine(pipelines, steps, transport=bus, models=case.get("models")) as eng:
+                self._check_configuration(case, eng)
                 yield eng
             return
         from engine.kafka import KafkaTransport
 
         bootstrap = self.request.getfixturevalue("kafka_bootstrap")
         topics = Topics(prefix=f"t{uuid.uuid4().hex[:10]}")
-        # It reads every topic, like the embedded bus's tap: so steps' inputs are written too.
+        # Observed, it reads every topic, like the embedded bus's tap: so steps' inputs are
+        # written too. Otherwise the transport's default (step_inputs=False).
         transport = KafkaTransport(bootstrap, group_id=f"{topics.prefix}-engine", partitions=2,
-                                   step_inputs=True)
+                                   step_inputs=self.observe)
         engine = Engine(pipelines, steps, transport=transport, topics=topics,
                         models=case.get("models"))
         async with engine:
+            self._check_configuration(case, engine)
+            if not self.observe:
+                yield engine
+                return
             self._reader = TopicReader(bootstrap, transport._topics, transport.partitions,
                                        self._tap)
             await self._reader.start()
@@ -63,15 +76,33 @@ class Harness:
             finally:
                 await self._reader.stop()
 
+    def _check_configuration(self, case: Mapping[str, Any], eng: Engine) -> None:
+        """Unobserved, the transport must leave some step's inputs topic unwritten: else no
+        step takes the short path and the default-path run would test nothing new."""
+        if self.observe:
+            return
+        steps = {s["name"] for p in case["pipelines"] for s in p["spec"]["steps"]}
+        short = [s for s in steps if not eng.transport.wants(eng.topics.model(s, "inputs"))]
+        assert short, (f"default configuration on {self.kind}: every step's inputs topic is "
+                       "written, so no step takes the short path of StepProcessor.fire")
+
+    def _observed(self) -> None:
+        if not self.observe:
+            raise RuntimeError("this harness runs the default configuration (observe=False): "
+                               "it keeps no topic log; check results through the engine")
+
     async def settle(self) -> None:
         """Wait until what was published so far can be seen in the topic log."""
+        self._observed()
         if self._reader is not None:
             await self._reader.catch_up()
 
     def records(self, topic: str, request_id: str) -> list[Record]:
+        self._observed()
         return [r for r in self._log.get(topic, ()) if r.lineage.request_id == request_id]
 
     def all_records(self, request_id: str) -> list[Record]:
+        self._observed()
         return [r for rs in self._log.values() for r in rs if r.lineage.request_id == request_id]
 
 

@@ -39,11 +39,68 @@ def exchanges(case: dict[str, Any]) -> list[tuple[dict[str, Any], Any]]:
 
 RUNNABLE = [c["name"] for c in CASES if "pipelines" in c]
 
+# What plain_case checks: a case's requests and the outputs (of `pipeline`, default the one
+# requested) each one gets. Anything else — `also`, `note`, `model_contract`, an `expect` in
+# prose, fields it does not know — is for a dedicated runner in CASE_RUNNERS to assert.
+PLAIN_CASE_KEYS = {"name", "pipelines", "models", "send_to", "request", "requests", "expect"}
+PLAIN_EXPECT_KEYS = {"outputs", "pipeline"}
+# Cases that are not run on an engine, and the keys their own tests below check.
+NOT_RUN = {"invalid-specs": {"name", "expect_rejected_with_clear_message", "note"}}
+
+
+def unchecked_fields(case: dict[str, Any]) -> list[str]:
+    """The fields of `case` that plain_case would not check (empty: plain_case covers it)."""
+    found = [k for k in case if k not in PLAIN_CASE_KEYS]
+    if "request" in case and "requests" in case:
+        found.append("both request and requests")
+    if "requests" in case:
+        if "expect" in case:
+            found.append("expect (beside requests)")
+        places = [(f"requests[{i}].", r) for i, r in enumerate(case["requests"])]
+        for prefix, r in places:
+            found += [f"{prefix}{k}" for k in r if k not in ("request", "expect")]
+        expects = [(prefix, r.get("expect")) for prefix, r in places]
+    elif "request" in case:
+        expects = [("", case.get("expect"))]
+    else:
+        found.append("no request")
+        expects = []
+    for prefix, expect in expects:
+        if not isinstance(expect, dict):
+            found.append(f"{prefix}expect (prose: {expect!r})" if expect is not None
+                         else f"{prefix}expect (missing)")
+            continue
+        found += [f"{prefix}expect.{k}" for k in expect if k not in PLAIN_EXPECT_KEYS]
+        if not isinstance(expect.get("outputs"), list):
+            found.append(f"{prefix}expect.outputs (missing)")
+    return found
+
+
+def needs_runner(name: str) -> str:
+    """Why the runnable case `name` cannot go to plain_case ('' when it can)."""
+    unchecked = unchecked_fields(BY_NAME[name])
+    if not unchecked:
+        return ""
+    return (f"case {name!r} carries {'; '.join(unchecked)}, which plain_case does not check: "
+            f"it needs a runner in CASE_RUNNERS (tests/test_conformance.py) that turns them "
+            f"into assertions")
+
 
 def test_every_case_is_covered() -> None:
-    """A new case in the shared file must get a test here (or fail loudly)."""
-    covered = {*RUNNABLE, "invalid-specs"}
-    assert {c["name"] for c in CASES} <= covered
+    """A new case in the shared file must get a test here (or fail loudly): a case with
+    prose (`also`, `note`, `model_contract`, an `expect` in words) needs its own runner."""
+    names = {c["name"] for c in CASES}
+    assert set(CASE_RUNNERS) <= set(RUNNABLE), "runners for cases no longer in the file"
+    problems = [needs_runner(n) for n in RUNNABLE if n not in CASE_RUNNERS]
+    for name, keys in NOT_RUN.items():
+        if name in names:
+            extra = set(BY_NAME[name]) - keys
+            if extra:
+                problems.append(f"case {name!r} carries {sorted(extra)}, which its tests do not "
+                                f"check")
+    problems += [f"case {n!r} has no pipelines and no test" for n in names
+                 if n not in RUNNABLE and n not in NOT_RUN]
+    assert not [p for p in problems if p], "\n".join(p for p in problems if p)
 
 
 @pytest.fixture(params=transports())
@@ -58,7 +115,32 @@ def run(coro: Any) -> Any:
 @pytest.mark.parametrize("name", RUNNABLE)
 def test_case(name: str, transport_kind: str, request: pytest.FixtureRequest) -> None:
     case = BY_NAME[name]
-    run(CASE_RUNNERS.get(name, plain_case)(case, Harness(transport_kind, request)))
+    runner = CASE_RUNNERS.get(name)
+    if runner is None:
+        if why := needs_runner(name):
+            pytest.fail(why, pytrace=False)
+        runner = plain_case
+    run(runner(case, Harness(transport_kind, request)))
+
+
+def outputs_only(case: dict[str, Any]) -> bool:
+    """Whether every request of `case` expects outputs that plain_case can check."""
+    if "request" not in case and "requests" not in case:
+        return False
+    return all(isinstance(e, dict) and isinstance(e.get("outputs"), list)
+               for _, e in exchanges(case))
+
+
+# The engine's default configuration: nothing reads the topics (no tap on the embedded bus,
+# step_inputs=False on Kafka), so steps take the short path of StepProcessor.fire. The
+# outputs every such case expects are checked there too, through `infer` only (the prose of
+# the cases that have some is checked by their runners, which need the topic log).
+DEFAULT_PATH = [n for n in RUNNABLE if outputs_only(BY_NAME[n])]
+
+
+@pytest.mark.parametrize("name", DEFAULT_PATH)
+def test_case_default_path(name: str, transport_kind: str, request: pytest.FixtureRequest) -> None:
+    run(plain_case(BY_NAME[name], Harness(transport_kind, request, observe=False)))
 
 
 async def plain_case(case: dict[str, Any], h: Harness) -> None:
@@ -84,18 +166,81 @@ async def routing_case(case: dict[str, Any], h: Harness) -> None:
                 assert not h.records(eng.topics.model(other, port), res.request_id)
 
 
+def triggered(case: dict[str, Any], req: dict[str, Any]) -> dict[str, bool]:
+    """Step -> whether `req` meets its triggers (steps of the case's one pipeline, all of
+    whose inputs every request carries; triggers are that pipeline's input tensors)."""
+    (pipeline,) = case["pipelines"]
+    prefix = f"{pipeline['metadata']['name']}.inputs."
+    sent = {t["name"] for t in req["inputs"]}
+    fired = {}
+    for step in pipeline["spec"]["steps"]:
+        refs = step.get("triggers", [])
+        assert all(r.startswith(prefix) for r in refs), f"only {prefix}* triggers: {refs}"
+        hits = [r[len(prefix):] in sent for r in refs]
+        join = step.get("triggersJoinType", "inner")
+        assert join in ("inner", "any"), f"triggersJoinType {join}: extend triggered()"
+        fired[step["name"]] = not refs or (any(hits) if join == "any" else all(hits))
+    return fired
+
+
 async def triggers_case(case: dict[str, Any], h: Harness) -> None:
     # also: the trigger tensors (ok1..ok3) are not among the inputs the steps receive
+    # and (the gate) a step whose triggers the request does not meet stays idle: with
+    # stepsJoin any its extra run would not show in the answer, so it is looked for on its topics
+    async with h.engine(case, STEPS) as eng:
+
+        def check_runs(request_id: str, fired: dict[str, bool]) -> None:
+            for step, runs in fired.items():
+                ins = h.records(eng.topics.model(step, "inputs"), request_id)
+                outs = h.records(eng.topics.model(step, "outputs"), request_id)
+                errors = [r for r in h.records(eng.topics.errors, request_id)
+                          if r.lineage.step == step]
+                if runs:
+                    assert (len(ins), len(outs), errors) == (1, 1, []), (
+                        f"triggered step {step} runs once: {len(ins)} inputs, {len(outs)} "
+                        f"outputs, errors {[r.error for r in errors]}")
+                else:
+                    assert (ins, outs, errors) == ([], [], []), (
+                        f"step {step} was not triggered but ran: {len(ins)} inputs, "
+                        f"{len(outs)} outputs, {len(errors)} errors")
+
+        done = []
+        for req, expect in exchanges(case):
+            fired = triggered(case, req)
+            assert any(fired.values()) and not all(fired.values()), "a case for the gate"
+            res = await eng.infer(case["send_to"], req, timeout=30)
+            assert res.ok, res.error
+            assert_outputs(res.outputs, expect["outputs"])
+            await h.settle()
+            seen = [r for step in fired
+                    for r in h.records(eng.topics.model(step, "inputs"), res.request_id)]
+            assert seen, "the triggered step published its inputs"
+            assert all([t.name for t in r.tensors] == ["INPUT"] for r in seen)
+            check_runs(res.request_id, fired)
+            done.append((res.request_id, fired))
+        await h.settle()  # a late extra run of an earlier request shows by now
+        for request_id, fired in done:
+            check_runs(request_id, fired)
+
+
+async def output_order_case(case: dict[str, Any], h: Harness) -> None:
+    # note: two tensors, both named OUTPUT, in output.steps order
+    (pipeline,) = case["pipelines"]
+    order = pipeline["spec"]["output"]["steps"]
+    assert all("." not in s for s in order), "output.steps are whole steps here"
     async with h.engine(case, STEPS) as eng:
         for req, expect in exchanges(case):
             res = await eng.infer(case["send_to"], req, timeout=30)
             assert res.ok, res.error
             assert_outputs(res.outputs, expect["outputs"])
+            assert [t.name for t in res.outputs] == ["OUTPUT"] * len(order) == ["OUTPUT", "OUTPUT"]
             await h.settle()
-            seen = [r for step in ("mul10", "add10")
-                    for r in h.records(eng.topics.model(step, "inputs"), res.request_id)]
-            assert seen, "the triggered step published its inputs"
-            assert all([t.name for t in r.tensors] == ["INPUT"] for r in seen)
+            for step, tensor in zip(order, res.outputs, strict=True):
+                outs = h.records(eng.topics.model(step, "outputs"), res.request_id)
+                assert len(outs) == 1, (step, outs)
+                assert [t.name for t in outs[0].tensors] == [tensor.name], step
+                np.testing.assert_array_equal(outs[0].tensors[0].data, tensor.data,
+                                              err_msg=f"output tensor from {step}")
 
 
 async def chained_case(case: dict[str, Any], h: Harness) -> None:
@@ -188,6 +333,7 @@ async def cycle_case(case: dict[str, Any], h: Harness) -> None:
 
 CASE_RUNNERS = {
     "conditional-routing-any": routing_case,
+    "pipeline-inputs-and-output-join": output_order_case,
     "triggers": triggers_case,
     "pipeline-to-pipeline": chained_case,
     "batching-keeps-every-request": batching_case,
