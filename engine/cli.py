@@ -67,8 +67,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     pipelines = _load_all(args.pipelines)
     compiled = compile_pipelines(pipelines)
     target = args.pipeline or pipelines[0].name
-    text = sys.stdin.read() if args.input == "-" else Path(args.input).read_text()
-    request = json.loads(text)
+    where = "stdin" if args.input == "-" else args.input
+    try:
+        text = sys.stdin.read() if args.input == "-" else Path(args.input).read_text()
+        request = json.loads(text)
+    except OSError as exc:
+        raise RequestError(f"cannot read the request file {where}: {exc.strerror}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise RequestError(f"the request in {where} is not JSON: {exc}") from None
     requests = request if isinstance(request, list) else [request]
     registry = StepRegistry.from_module(args.models)
 
@@ -227,13 +233,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
     try:
+        args = build_parser().parse_args(argv)
         return int(args.func(args))
     except (SpecError, PipelineInvalid, RequestError, StepNotFound, OSError,
             json.JSONDecodeError) as exc:
         print(f"flowcause: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # Ctrl-C: one line, the shell's code for SIGINT
+        print("flowcause: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -169,15 +169,29 @@ def _from_document(doc: Any, source: Source) -> Pipeline:
         raise SpecError("\n".join(problems)) from None
 
 
+def _yaml_problem(file: str, exc: yaml.YAMLError) -> str:
+    """One line, ``file:line:column: invalid YAML: problem (context)``, not PyYAML's
+    several lines naming ``<unicode string>``."""
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None)
+    if mark is None or problem is None:
+        return f"{file}: invalid YAML: {' '.join(str(exc).split())}"
+    context = getattr(exc, "context", None)
+    return (f"{file}:{mark.line + 1}:{mark.column + 1}: invalid YAML: {problem}"
+            f"{f' ({context})' if context else ''}")
+
+
 def parse_pipelines(text: str, file: str | None = None) -> list[Pipeline]:
     """Parse every ``Pipeline`` document in a YAML string (``---``-separated)."""
     try:
         docs = list(yaml.safe_load_all(text))
         nodes = list(yaml.compose_all(text, Loader=yaml.SafeLoader))
     except yaml.YAMLError as exc:
-        raise SpecError(f"{file or '<spec>'}: invalid YAML: {exc}") from None
+        raise SpecError(_yaml_problem(file or "<spec>", exc)) from None
     pipelines = []
     docs_and_nodes = [(d, n) for d, n in zip(docs, nodes, strict=True) if d is not None]
+    if not docs_and_nodes:
+        raise SpecError(f"{file or '<spec>'}: holds no Pipeline document (it is empty)")
     for doc, node in docs_and_nodes:
         lines: dict[YamlPath, int] = {}
         _line_index(node, (), lines)

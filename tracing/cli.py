@@ -7,6 +7,7 @@ from typing import Any
 
 import pandas as pd
 
+from tracing.files import NODES, TENSORS
 from tracing.store import TraceStore
 
 
@@ -54,6 +55,14 @@ def cmd_traces(args: argparse.Namespace) -> int:
         store = TraceStore(args.path)
     except FileNotFoundError as exc:
         print(f"flowcause traces: {exc}")
+        return 2
+    root = store.root
+    if (not (root / NODES).is_dir() and not (root / TENSORS).is_dir()
+            and any(not e.name.startswith(".") for e in root.iterdir())):
+        # an empty directory (or one with a writer's hidden probe file) is a store nothing
+        # was flushed to yet; this one holds something else
+        print(f"flowcause traces: {root} is not a trace store (it has no {NODES}/ or "
+              f"{TENSORS}/ directory)")
         return 2
     if args.request:
         return print_request(store, args.request)
