@@ -7,6 +7,13 @@ A step is any of:
 - a class whose instances have such a ``predict`` method (or are callable); it is
   instantiated once, with no arguments, and ``load()`` is called if it exists.
 
+A step's values are numpy arrays (or anything ``np.asarray`` takes: scalars, lists), whose
+dtype gives the datatype (numpy ``str``/``bytes`` arrays are BYTES and reach the next steps
+as object arrays of str/bytes, on every transport), or :class:`~engine.tensors.Tensor`
+objects, whose array must already have their datatype's dtype (nothing is cast) and whose
+``parameters`` must encode as a JSON object. Anything else is a :class:`MalformedOutput`,
+the step's error.
+
 A step returns only the tensors it produces: returning a subset is how a router routes
 (tensors it does not return are absent downstream). A step may set ``timeout_s`` (attribute
 on the function or class); async steps always honour it, sync steps with a timeout run in a
@@ -50,7 +57,8 @@ class StepBusy(RuntimeError):
 
 
 class MalformedOutput(TensorError):
-    """A step returned something that is not a mapping of tensors."""
+    """A step returned something that is not a mapping of tensors, or a tensor that no
+    transport could carry as it is (see :meth:`Tensor.from_array`)."""
 
 
 class RunnableStep:

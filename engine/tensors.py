@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -83,16 +84,23 @@ class Tensor:
 
     @classmethod
     def from_array(cls, name: str, value: Any) -> Tensor:
-        """Wrap a step's return value (array, scalar, list or Tensor) as a tensor."""
+        """Wrap a step's return value (array, scalar, list or Tensor) as a tensor named ``name``.
+
+        Numpy string and bytes arrays become BYTES object arrays of str / bytes. A Tensor is
+        checked (:func:`_checked`), never cast: TensorError when its datatype is unknown, its
+        data's dtype is not its datatype's, or its parameters are not a JSON object."""
         if type(value) is np.ndarray:
             datatype = DATATYPE_OF_DTYPE.get(value.dtype)
             if datatype is not None:
                 return cls(name, datatype, value)
         if isinstance(value, Tensor):
-            return value if value.name == name else value.renamed(name)
+            return _checked(name, value)
         array = value if isinstance(value, np.ndarray) else np.asarray(value)
-        if array.dtype.kind == "O" and not all(isinstance(v, (bytes, str)) for v in array.flat):
-            raise TensorError(f"tensor {name!r}: object array holds values that are not bytes/str")
+        kind = array.dtype.kind
+        if kind == "O":
+            _check_bytes(name, array)
+        elif kind in "SU":
+            array = array.astype(object)  # as the Kafka transport decodes it: bytes or str
         return cls(name, datatype_of(array), array)
 
     @classmethod
@@ -138,6 +146,63 @@ class Tensor:
         if self.parameters:
             out["parameters"] = dict(self.parameters)
         return out
+
+
+def _check_bytes(name: str, array: np.ndarray) -> None:
+    if not all(isinstance(v, (bytes, str)) for v in array.flat):
+        raise TensorError(f"tensor {name!r}: object array holds values that are not bytes/str")
+
+
+def _checked(name: str, tensor: Tensor) -> Tensor:
+    """A step's own Tensor, as a transport can carry it: its datatype known, its data a numpy
+    array of that datatype's dtype (BYTES: bytes/str objects; numpy string and bytes arrays
+    become object arrays, as Kafka decodes them), its parameters a JSON object (encoded and
+    decoded, as Kafka carries them). Named ``name`` (the key the step returned it under)."""
+    datatype = tensor.datatype
+    expected = DTYPES.get(datatype) if isinstance(datatype, str) else None
+    if expected is None:
+        raise TensorError(
+            f"tensor {name!r}: unknown datatype {datatype!r} (one of {', '.join(DTYPES)})")
+    data = tensor.data
+    if isinstance(data, np.generic):
+        data = np.asarray(data)
+    elif not isinstance(data, np.ndarray):
+        raise TensorError(f"tensor {name!r}: data is a {type(data).__name__}, not a numpy array")
+    if data.dtype != expected:
+        kind = data.dtype.kind
+        if datatype == "BYTES" and kind in "SU":
+            data = data.astype(object)
+        else:
+            want = "an object array of bytes/str" if datatype == "BYTES" else f"dtype {expected}"
+            raise TensorError(f"tensor {name!r}: datatype {datatype} needs {want}, the array's "
+                              f"dtype is {data.dtype}")
+    elif datatype == "BYTES":
+        _check_bytes(name, data)
+    parameters = tensor.parameters
+    if parameters is not None:
+        if not isinstance(parameters, Mapping):
+            raise TensorError(f"tensor {name!r}: parameters are a {type(parameters).__name__}, "
+                              "not a mapping")
+        parameters = _json_object(name, parameters)
+    if name == tensor.name and data is tensor.data and parameters is tensor.parameters:
+        return tensor
+    return Tensor(name, datatype, data, parameters)
+
+
+_JSON_SCALARS = frozenset((str, int, float, bool, type(None)))
+
+
+def _json_object(name: str, parameters: Mapping[str, Any]) -> dict[str, Any] | None:
+    """``parameters`` as the Kafka transport carries them: JSON-encoded and decoded (tuples
+    become lists, keys strings), None when empty."""
+    if not parameters:
+        return None
+    if all(type(k) is str and type(v) in _JSON_SCALARS for k, v in parameters.items()):
+        return dict(parameters)  # what the round trip gives, without it (the common case)
+    try:
+        return json.loads(json.dumps(dict(parameters)))  # type: ignore[no-any-return]
+    except (TypeError, ValueError, RecursionError) as exc:
+        raise TensorError(f"tensor {name!r}: parameters cannot be encoded as JSON: {exc}") from None
 
 
 def _flatten(data: Any, name: str) -> list[Any]:
