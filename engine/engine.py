@@ -126,6 +126,7 @@ class Engine:
         # For requests with waiters: the errors of failed nodes, first first, which answer a
         # wait only once its pipeline's output stage is skipped because of a failure; and the
         # pipelines whose output stage was, before any such error had arrived.
+        self._input_topics = {p: self.topics.pipeline(p, "inputs") for p in self.compiled.pipelines}
         self._failures: dict[str, list[InferenceResult]] = {}
         self._failed_outputs: dict[str, set[str]] = {}
         self._started = False
@@ -151,13 +152,7 @@ class Engine:
     def _check_loop(self) -> None:
         """An engine runs in the event loop it started in (it is not thread-safe): its
         timers, tasks and futures belong to that loop."""
-        if self._loop is None:
-            return
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
-            loop = None
-        if loop is not self._loop:
+        if self._loop is not None and asyncio._get_running_loop() is not self._loop:
             raise EngineStateError(
                 "this Engine runs in the event loop it was started in and is not thread-safe; "
                 "it cannot be used from another event loop or thread (e.g. a second "
@@ -394,12 +389,14 @@ class Engine:
                                    f"got {type(params).__name__}")
             traceparent = traceparent or params.get("traceparent")
             tracestate = tracestate or params.get("tracestate")
-        elif isinstance(request, Iterable) and not isinstance(request, str | bytes):
+        elif type(request) is tuple or (isinstance(request, Iterable)
+                                        and not isinstance(request, str | bytes)):
             tensors = tuple(request)
-            others = {type(t).__name__ for t in tensors if not isinstance(t, Tensor)}
-            if others:
-                raise RequestError(f"request to {pipeline!r}: expected Tensor objects, got "
-                                   f"{', '.join(sorted(others))}")
+            for tensor in tensors:
+                if not isinstance(tensor, Tensor):
+                    others = {type(t).__name__ for t in tensors if not isinstance(t, Tensor)}
+                    raise RequestError(f"request to {pipeline!r}: expected Tensor objects, "
+                                       f"got {', '.join(sorted(others))}")
         else:
             raise RequestError(f"request to {pipeline!r}: expected OIP v2 JSON (a mapping) or "
                                f"tensors, got {type(request).__name__}")
@@ -429,7 +426,9 @@ class Engine:
         if self._stopped:
             raise EngineStateError("this Engine was stopped: make a new Engine")
         self._check_loop()
-        self.transport.publish(self.topics.pipeline(record.lineage.pipeline, "inputs"), record)
+        pipeline = record.lineage.pipeline
+        topic = self._input_topics.get(pipeline) or self.topics.pipeline(pipeline, "inputs")
+        self.transport.publish(topic, record)
 
     async def infer(
         self,
