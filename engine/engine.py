@@ -123,10 +123,10 @@ class Engine:
         self.processors: list[NodeProcessor] = []
         # request id -> (pipeline waited for, trace id of the request or None, future)
         self._waiters: dict[str, list[tuple[str, str | None, asyncio.Future[InferenceResult]]]] = {}
+        self._input_topics = {p: self.topics.pipeline(p, "inputs") for p in self.compiled.pipelines}
         # For requests with waiters: the errors of failed nodes, first first, which answer a
         # wait only once its pipeline's output stage is skipped because of a failure; and the
         # pipelines whose output stage was, before any such error had arrived.
-        self._input_topics = {p: self.topics.pipeline(p, "inputs") for p in self.compiled.pipelines}
         self._failures: dict[str, list[InferenceResult]] = {}
         self._failed_outputs: dict[str, set[str]] = {}
         self._started = False
