@@ -9,11 +9,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from dashboard.data import Comparison, choose_target, from_csv, from_store, too_few
+from dashboard.data import Comparison, CyclicPipeline, choose_target, from_csv, from_store, too_few
 from dashboard.runs import scenario_run
 from dashboard.settings import Settings
 from dashboard.windows import parse_window
-from engine.spec import Pipeline, load_pipelines
+from engine.spec import Pipeline, SpecError, load_pipelines
 from tracing.layout import load_layout
 from tracing.store import TraceStore
 
@@ -62,20 +62,23 @@ def cmd_report(args: argparse.Namespace) -> int:
     # other flowcause command would pay for them
     import causal
     from dashboard.html_report import verdict
-    from dashboard.report import build_report
+    from dashboard.report import build_report, shift_methods
 
     if args.method not in causal.METHODS:
         print(f"flowcause report: unknown method {args.method!r} (one of {', '.join(causal.METHODS)})",
               file=sys.stderr)
         return 2
-    if "shift" not in causal.METHODS[args.method].modes:  # a report compares two windows
-        able = ", ".join(m for m, cls in causal.METHODS.items() if "shift" in cls.modes)
+    if args.method not in shift_methods():  # a report compares two windows
+        able = ", ".join(shift_methods())
         print(f"flowcause report: {args.method} explains single requests and cannot compare two "
               f"windows (use one of {able})", file=sys.stderr)
         return 2
     fmt = args.format or FORMATS.get(Path(args.out).suffix.lower(), "html")
     try:
         data = comparison(args)
+    except CyclicPipeline as exc:  # the pipeline, not the options: refused before reading
+        print(f"flowcause report: {exc}", file=sys.stderr)
+        return 1
     except ValueError as exc:  # bad options, windows, layouts or specs: the message says which
         print(f"flowcause report: {exc}", file=sys.stderr)
         return 2
@@ -86,7 +89,8 @@ def cmd_report(args: argparse.Namespace) -> int:
             return 1
     try:
         report = build_report(data, method=args.method, request_id=args.request)
-    except causal.WindowError as exc:  # windows the ranking cannot use: the message says why
+    except ValueError as exc:  # causal.WindowError: windows the ranking cannot use; or a
+        # causal graph it refuses (a cycle the spec checks missed): the message says why
         print(f"flowcause report: {exc}", file=sys.stderr)
         return 1
     out = Path(args.out)
@@ -108,7 +112,14 @@ def dashboard_command(args: argparse.Namespace) -> list[str]:
 
 def cmd_dashboard(args: argparse.Namespace) -> int:
     """Becomes the Streamlit server (``exec``): signals sent to this process reach it, and
-    no server outlives a stopped ``flowcause dashboard``."""
+    no server outlives a stopped ``flowcause dashboard``. The spec files are loaded first: one
+    that cannot be is reported here (exit 2) rather than on every page."""
+    try:
+        _load(args.pipeline)
+    except SpecError as exc:
+        problems = "; ".join(line.strip() for line in str(exc).splitlines() if line.strip())
+        print(f"flowcause dashboard: {problems}", file=sys.stderr)
+        return 2
     settings = Settings(str(Path(args.store).resolve()), tuple(str(Path(p).resolve()) for p in args.pipeline))
     print(f"flowcause dashboard on http://{args.host}:{args.port}/ (Ctrl-C stops it)", flush=True)
     command = dashboard_command(args)

@@ -13,12 +13,13 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
+from dashboard import stats
 from dashboard.data import Comparison, from_store
 from dashboard.report import Report, build_report
 from dashboard.runs import scenario_run
 from dashboard.settings import Settings
 from dashboard.windows import parse_window
-from engine.spec import Pipeline, load_pipelines
+from engine.spec import Pipeline, SpecError, load_pipelines
 from tracing.files import committed
 from tracing.store import TraceStore
 
@@ -34,7 +35,19 @@ def specs(files: tuple[str, ...], store: str) -> dict[str, Pipeline]:
 
 
 def settings_specs(settings: Settings) -> dict[str, Pipeline]:
-    return specs(settings.pipeline_files, settings.store)
+    """The specs; a spec file that cannot be loaded stops the page with its problem (``flowcause
+    dashboard`` checks them before it starts; this is for a file changed or removed since)."""
+    try:
+        return specs(settings.pipeline_files, settings.store)
+    except SpecError as exc:
+        st.error(f"pipeline spec: {one_line(str(exc))}")
+        st.stop()
+        raise  # not reached: st.stop raises
+
+
+def one_line(text: str) -> str:
+    """A multi-line message (one line per problem) on one line."""
+    return "; ".join(line.strip() for line in text.splitlines() if line.strip())
 
 
 def store_version(store: str) -> int:
@@ -45,6 +58,23 @@ def store_version(store: str) -> int:
 def frame(store: str, pipeline: str, window: str, version: int) -> pd.DataFrame:
     """The frame of ``window`` (``..`` for everything); ``version`` only keys the cache."""
     return parse_window(window).select(TraceStore(store), pipeline)
+
+
+@st.cache_data(show_spinner=False, max_entries=8)
+def step_records(store: str, pipeline: str, version: int) -> pd.DataFrame:
+    """Every step decision of ``pipeline``, each pass of a loop its own
+    (:func:`dashboard.stats.step_records`); ``version`` only keys the cache."""
+    return stats.step_records(TraceStore(store), pipeline)
+
+
+def records_for(store: str, pipeline: str, spec: Pipeline | None, version: int) -> pd.DataFrame | None:
+    """What :func:`dashboard.stats.step_stats` needs besides the frame: the store's per-step
+    records, every pass, for a pipeline that may loop (``allowCycles``) or whose spec is unknown
+    and whose records show a loop; None (the frame's own columns) otherwise."""
+    if spec is not None and not spec.spec.allow_cycles:
+        return None
+    records = step_records(store, pipeline, version)
+    return records if spec is not None or stats.looped(records) else None
 
 
 @st.cache_resource(show_spinner=False, max_entries=16)

@@ -40,6 +40,31 @@ class Comparison:
     layout: dict[str, str] | None = None  # column name -> reference, for tables in a layout
 
 
+class CyclicPipeline(ValueError):
+    """Pipelines the ranking refuses: one has a loop (``allowCycles``)."""
+
+
+def cyclic_problem(pipelines: Sequence[Pipeline]) -> str | None:
+    """Why ``pipelines`` cannot be ranked because of a loop; None if none allows cycles.
+
+    The causal ranking needs an acyclic graph: on a pipeline with a loop it would fail when
+    the data shows the loop and rank on a wrong graph when it does not, so it is refused
+    from the spec, whatever the data."""
+    loops = [p.name for p in pipelines if p.spec.allow_cycles]
+    if not loops:
+        return None
+    several = len(loops) > 1
+    names = ", ".join(repr(name) for name in loops)
+    return (f"cannot rank root causes: pipeline{'s' * several} {names} allow{'s' * (not several)} "
+            f"cycles (allowCycles), and the causal ranking needs an acyclic pipeline")
+
+
+def _refuse_cycles(pipelines: Sequence[Pipeline]) -> None:
+    problem = cyclic_problem(pipelines)
+    if problem:
+        raise CyclicPipeline(problem)
+
+
 def choose_target(pipelines: Sequence[Pipeline], name: str | None = None) -> str:
     """``name``, else the only pipeline, else the only one not fed by another pipeline."""
     names = [p.name for p in pipelines]
@@ -80,12 +105,14 @@ def too_few(name: str, requests: int) -> str | None:
 
 def from_store(store: TraceStore, pipelines: Sequence[Pipeline], reference: Window, incident: Window,
                target: str | None = None) -> Comparison:
-    """The windows of ``store``; of ``pipelines`` only those the store holds count."""
+    """The windows of ``store``; of ``pipelines`` only those the store holds count. Raises
+    :class:`CyclicPipeline` (before reading) when one of those may loop."""
     held = set(store.pipelines())
     traced = [p for p in pipelines if p.name in held]
     if not traced:
         raise ValueError(f"the store at {store.root} holds none of the pipelines "
                          f"{', '.join(p.name for p in pipelines)} (it holds {', '.join(sorted(held))})")
+    _refuse_cycles(traced)
     target = choose_target(traced, target)
     ref = window_frame(store, traced, target, reference)
     inc = window_frame(store, traced, target, incident)
@@ -98,6 +125,7 @@ def from_store(store: TraceStore, pipelines: Sequence[Pipeline], reference: Wind
 def from_csv(pipeline: Pipeline, reference: str | Path, incident: str | Path,
              layout: Mapping[str, str], layout_file: str | None = None) -> Comparison:
     """Two tables in a reference layout; their rows are indexed ``row<N>``."""
+    _refuse_cycles([pipeline])
     frames = []
     for path in (reference, incident):
         table = pd.read_csv(path)

@@ -69,6 +69,12 @@ class Report:
         return None if self.ranking.no_fault else next(iter(self.suspects), None)
 
 
+def shift_methods() -> list[str]:
+    """The ranking methods that compare two windows, as a report does (``causal.METHODS``
+    holds also methods that only explain single requests)."""
+    return [name for name, method in causal.METHODS.items() if "shift" in method.modes]
+
+
 def graph_ranks(report: Report, pipeline: Pipeline) -> dict[str, int]:
     """The report's suspects as nodes of ``pipeline``'s step graph (``dashboard.dag``)."""
     nodes = {s.name: s.name for s in pipeline.steps}

@@ -52,10 +52,13 @@ def _bound(text: str, whole: str) -> pd.Timestamp | None:
     if not text:
         return None
     try:
-        return to_timestamp(float(text) if _NUMBER.match(text) else text)
+        stamp = to_timestamp(float(text) if _NUMBER.match(text) else text)
     except ValueError as exc:
         raise WindowError(f"window {whole!r}: {text!r} is neither an ISO datetime nor epoch seconds: "
                           f"{exc}") from None
+    if stamp is None or pd.isna(stamp):  # "nan", "NaT", "" parse to pandas' missing time
+        raise WindowError(f"window {whole!r}: {text!r} is not a time (an ISO datetime or epoch seconds)")
+    return stamp
 
 
 def parse_window(text: str) -> Window:

@@ -149,6 +149,13 @@ class TraceStore:
                            for r in nodes[keys].to_dict("records")]
         return nodes
 
+    def step_decisions(self, pipeline: str, columns: list[str]) -> pd.DataFrame:
+        """Every step decision recorded for ``pipeline``, one row each (``columns`` of the
+        nodes table), none merged: in a loop every pass is a row of its own, where
+        :meth:`frame` keeps one decision per request and step."""
+        files = committed(self.root, [pipeline])
+        return _read([n for n, _ in files], NODE_SCHEMA, columns, ds.field("kind") == "step")
+
     def summary(self) -> list[PipelineSummary]:
         out = []
         for pipeline in self.pipelines():

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import streamlit as st
 
@@ -10,6 +12,8 @@ from dashboard.context import frame
 from dashboard.runs import scenario_run
 from dashboard.settings import Settings
 from tracing.store import TraceStore
+
+REFRESH_S = 2.0  # how often a page that follows the store re-reads it
 
 
 def pipelines_or_stop(settings: Settings) -> list[str]:
@@ -32,3 +36,13 @@ def default_windows(settings: Settings, pipeline: str, version: int) -> tuple[st
         return run.window("reference"), run.window("incident")
     n = len(frame(settings.store, pipeline, "..", version))
     return f"first:{n // 2}", f"last:{n - n // 2}"
+
+
+def following(page: str, body: Callable[..., None], *args: Any) -> None:
+    """Shows ``body(*args)``. With the sidebar's "Follow the store" toggle on (or ``?refresh=1``
+    in the URL), it re-runs alone every :data:`REFRESH_S` seconds, so a store being written is
+    re-read as it grows; off, the page reads the store when it is used or reloaded."""
+    on = st.sidebar.toggle("Follow the store", value=st.query_params.get("refresh") in ("1", "true"),
+                           key=f"{page}_follow",
+                           help=f"re-read the trace store every {REFRESH_S:g} s while it is being written")
+    st.fragment(body, run_every=REFRESH_S if on else None)(*args)

@@ -12,11 +12,10 @@ from urllib.parse import urlencode
 import pandas as pd
 import streamlit as st
 
-import causal
 from dashboard import context
 from dashboard.context import frame, option, settings_specs, store_version
 from dashboard.dag import dag_svg, step_graph
-from dashboard.data import too_few
+from dashboard.data import cyclic_problem, too_few
 from dashboard.html_report import render_html, verdict
 from dashboard.plots import MAX_TITLE, distribution_figure, timeline_figure
 from dashboard.report import (
@@ -26,6 +25,7 @@ from dashboard.report import (
     graph_ranks,
     health_rows,
     ranking_rows,
+    shift_methods,
     window_column,
     window_spans,
 )
@@ -61,10 +61,16 @@ def _evidence(report: Report) -> None:
 
 def render(settings: Settings) -> None:
     st.title("Root cause")
-    pipeline = option("pipeline", pipelines_or_stop(settings), "Pipeline", "rca_pipeline")
+    held = pipelines_or_stop(settings)
+    pipeline = option("pipeline", held, "Pipeline", "rca_pipeline")
     known = settings_specs(settings)
     if pipeline not in known:
         st.warning(f"No spec for pipeline `{pipeline}`: start the dashboard with `--pipeline FILE.yaml`.")
+        st.stop()
+    # the pipelines the ranking takes (data.from_store): those of the specs the store holds
+    loops = cyclic_problem([p for name, p in known.items() if name in held])
+    if loops:
+        st.error(loops)
         st.stop()
     version = store_version(settings.store)
     ref_default, inc_default = default_windows(settings, pipeline, version)
@@ -77,7 +83,7 @@ def render(settings: Settings) -> None:
                                 "(requests by arrival, from 0)")
     incident = middle.text_input("Incident window", key="rca_incident")
     with right:
-        method = option("method", list(causal.METHODS), "Method", "rca_method", sidebar=False)
+        method = option("method", shift_methods(), "Method", "rca_method", sidebar=False)
     try:
         parse_window(reference), parse_window(incident)
     except WindowError as exc:
@@ -92,7 +98,8 @@ def render(settings: Settings) -> None:
         try:
             report = context.report(settings.store, pipeline, tuple(known.values()), reference,
                                     incident, method, "", version)
-        except causal.WindowError as exc:  # e.g. text where the other window has numbers
+        except ValueError as exc:  # causal.WindowError, e.g. text where the other window has
+            # numbers; or a graph the ranking refuses (a cycle the spec check above missed)
             st.error(str(exc))
             st.stop()
     source = report.comparison.source

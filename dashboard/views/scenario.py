@@ -2,15 +2,20 @@
 localised while its incident traffic flows.
 
 The run happens in a background thread of the dashboard's process (``scenarios.runner``),
-writing its own trace store in a temporary directory. Every refresh ranks what that store
-holds so far — reference: the healthy phase, incident: every request after it —
-through the same cached :func:`dashboard.context.report` as the root-cause page; the
-warm-up requests a run starts with belong to neither window.
+writing its own trace store in a temporary directory. Starting another run in the same
+session removes the previous run's directory (once its thread has ended), so a session keeps
+one, the run it shows; those left are removed when the dashboard stops.
+
+Every refresh ranks what that store holds so far — reference: the healthy phase, incident:
+every request after it — through the same cached :func:`dashboard.context.report` as the
+root-cause page; the warm-up requests a run starts with belong to neither window.
 """
 
 from __future__ import annotations
 
 import asyncio
+import atexit
+import shutil
 import tempfile
 import threading
 from dataclasses import dataclass, field
@@ -20,12 +25,11 @@ from typing import Any
 import streamlit as st
 import yaml
 
-import causal
 import scenarios
 from dashboard import context
 from dashboard.dag import dag_svg, step_graph
 from dashboard.html_report import verdict
-from dashboard.report import graph_ranks
+from dashboard.report import graph_ranks, shift_methods
 from dashboard.settings import Settings
 from dashboard.views.rca import ranking_table
 from scenarios.runner import Execution, execute
@@ -69,6 +73,18 @@ class LiveRun:
         self.thread.start()
         return self
 
+    def discard(self) -> None:
+        """Removes the run's temporary directory, once its thread has ended (a run still
+        going is left to finish in the background, then its directory is removed)."""
+        def remove() -> None:
+            self.done.wait()
+            shutil.rmtree(self.out, ignore_errors=True)
+
+        if self.done.is_set():
+            remove()
+        else:
+            threading.Thread(target=remove, name=f"discard-{self.out.name}", daemon=True).start()
+
 
 def fault_choice(scenario: Scenario) -> Fault | None:
     """The fault to inject, chosen on the page (default: the scenario's first fault)."""
@@ -108,9 +124,13 @@ def live(run: LiveRun) -> None:
     if incident < MIN_INCIDENT:
         st.info(f"Waiting for incident traffic ({max(incident, 0)} of {MIN_INCIDENT} requests).")
         return
-    report = context.report(str(run.store), target, tuple(scenario.pipelines()),
-                            f"requests:{warmup}..{healthy}", f"requests:{healthy}..", run.method, "",
-                            version)
+    try:
+        report = context.report(str(run.store), target, tuple(scenario.pipelines()),
+                                f"requests:{warmup}..{healthy}", f"requests:{healthy}..", run.method,
+                                "", version)
+    except ValueError as exc:  # windows or a pipeline the ranking cannot use: the message says why
+        st.error(str(exc))
+        return
     (st.success if report.suspect is None else st.error)(verdict(report))
     for spec in report.comparison.pipelines:
         st.image(dag_svg(step_graph(spec), ranks=graph_ranks(report, spec)), caption=spec.name)
@@ -146,11 +166,15 @@ def render(settings: Settings) -> None:
                                 key="scenario_healthy")
     incident = middle.number_input("Incident requests", MIN_INCIDENT, 100_000, scenario.phases.incident,
                                    step=100, key="scenario_incident")
-    method = right.selectbox("Method", list(causal.METHODS), key="scenario_method")
+    method = right.selectbox("Method", shift_methods(), key="scenario_method")
     if st.button("Run the scenario", type="primary", disabled=fault is None, key="scenario_start") \
             and fault is not None:
         chosen = scenario.model_copy(update={"faults": [fault]}).with_counts(int(healthy), int(incident))
+        previous: Any = st.session_state.get("scenario_run")
+        if previous is not None:
+            previous.discard()  # one temporary store per session: the run shown
         out = Path(tempfile.mkdtemp(prefix=f"flowcause-{scenario.name}-"))
+        atexit.register(shutil.rmtree, out, ignore_errors=True)  # the last one, when the server stops
         st.session_state["scenario_run"] = LiveRun(chosen, out, method).start()
     run: Any = st.session_state.get("scenario_run")
     if run is not None:
