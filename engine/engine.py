@@ -336,23 +336,26 @@ class Engine:
             self._resolve(lin.request_id, wanted, result)
 
     def _on_control(self, record: Record) -> None:
-        """A pipeline's output stage skipped (its ``stepsJoin`` cannot be met: an output step
-        did not run) ends the wait with an error: the error of the failure that caused the
-        skip (waiting for it if its record has not arrived yet), else one saying that the
-        output steps did not run; but not in a pipeline with cycles, where a later turn of
+        """A pipeline's output stage that failed, or skipped (its ``stepsJoin`` cannot be met:
+        an output step did not run), ends the wait with an error: the error of the failure
+        (waiting for its record if it has not arrived yet), else one saying that the output
+        steps did not run; but not in a pipeline with cycles, where a later turn of
         the loop may still reach it. Seldon has no absence notices: there the output never
         comes and the caller times out."""
         lin = record.lineage
-        if (lin.origin != "outputs" or not record.error or not record.error.startswith("skipped")
-                or self._loops(lin.pipeline) or lin.request_id not in self._waiters):
+        if (lin.origin != "outputs" or not record.error or self._loops(lin.pipeline)
+                or lin.request_id not in self._waiters):
             return
-        if caused_by_failure(record.error):
+        if caused_by_failure(record.error):  # the output stage's own failure (its join
+            # window closed) or a skip that a failure upstream caused
             failure = next((f for f in self._failures.get(lin.request_id, ())
                             if f.lineage is not None and f.lineage.trace_id == lin.trace_id), None)
             if failure is None:
                 self._failed_outputs.setdefault(lin.request_id, set()).add(lin.pipeline)
             else:
                 self._resolve(lin.request_id, lin.pipeline, failure)
+            return
+        if not record.error.startswith("skipped"):
             return
         reason = record.error.removeprefix("skipped").lstrip(": ")
         self._resolve(lin.request_id, lin.pipeline, InferenceResult(

@@ -80,3 +80,26 @@ def test_a_failure_that_keeps_the_output_from_being_made_is_the_answer(
     # the step's own error, never "produced no output", whichever record arrives first
     assert {r.error for r in results} == {f"step 'bad' of pipeline 'onpath': {BAD}"}
     assert {r.pipeline for r in results} == {result_of or "onpath"}
+
+
+async def slow(inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    await asyncio.sleep(1.5)
+    return {"z": inputs["x"] * 3}
+
+
+def test_an_output_stage_whose_join_window_closes_answers_with_its_own_error(
+        request: pytest.FixtureRequest) -> None:
+    """The output stage's own failure (no step failed) ends the wait at once, not at the
+    client's timeout. Embedded only: on Kafka a poll's records are produced when the poll
+    ends, the slow step's included, so the window does not close."""
+    pipeline = {"metadata": {"name": "late"},
+                "spec": {"steps": [{"name": "good"}, {"name": "slow"}],
+                         "output": {"steps": ["good", "slow"], "joinWindowMs": 300}}}
+
+    async def go() -> Any:
+        h = Harness("embedded", request)
+        async with h.engine({"pipelines": [pipeline]}, {"good": good, "slow": slow}) as eng:
+            return await eng.infer("late", [Tensor("x", "FP64", np.array([1.0]))], timeout=20)
+
+    res = asyncio.run(go())
+    assert res.error == "outputs of pipeline 'late': join window closed waiting for slow.outputs"
