@@ -17,8 +17,8 @@ from typing import Any
 import pandas as pd
 
 from causal.encoding import usable_columns
-from causal.frames import WindowError, check_numbers, check_rows
-from causal.graph import CausalGraph, NodeInfo, PipelineSource, build_graph
+from causal.frames import WindowError, check_numbers, check_rows, without_infinities
+from causal.graph import CausalGraph, GraphError, NodeInfo, PipelineSource, build_graph
 from causal.methods import METHODS, Method, UnsupportedMode
 from causal.result import Candidate, Ranking
 
@@ -51,6 +51,8 @@ def localise(graph_or_spec: GraphOrSpec, reference: pd.DataFrame, incident: pd.D
     """Rank the steps that may have caused ``incident`` to differ from ``reference``."""
     check_rows(reference, "reference")
     check_rows(incident, "incident")
+    # ±inf is missing, in every window alike (causal.frames.without_infinities)
+    reference, incident = without_infinities(reference), without_infinities(incident)
     graph = graph_for(graph_or_spec, reference, incident, layout=layout)
     check_numbers(graph.nodes, {"reference": reference, "incident": incident})
     runner = make_method(method, **opts)
@@ -70,6 +72,7 @@ def explain_request(graph_or_spec: GraphOrSpec, reference: pd.DataFrame,
            else request.iloc[:1])
     check_rows(reference, "reference")
     check_rows(row, "request", 1)
+    reference, row = without_infinities(reference), without_infinities(row)
     graph = graph_for(graph_or_spec, reference, row, layout=layout)
     check_numbers(graph.nodes, {"reference": reference, "request": row})
     runner = make_method(method, **opts)
@@ -79,5 +82,5 @@ def explain_request(graph_or_spec: GraphOrSpec, reference: pd.DataFrame,
     return ranking
 
 
-__all__ = ["METHODS", "Candidate", "CausalGraph", "Method", "NodeInfo", "Ranking",
+__all__ = ["METHODS", "Candidate", "CausalGraph", "GraphError", "Method", "NodeInfo", "Ranking",
            "UnsupportedMode", "WindowError", "build_graph", "explain_request", "graph_for", "localise"]

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from causal import METHODS, explain_request, graph_for, localise, make_method
 from causal.frames import WindowError, read_window
+from causal.graph import GraphError, spec_problems
 from engine.spec import load_pipelines
 
 MODES = {"shift": "compare two windows", "anomaly": "explain one request (--request)"}
@@ -18,6 +19,18 @@ MODES = {"shift": "compare two windows", "anomaly": "explain one request (--requ
 
 class OptionError(ValueError):
     """Options the command cannot run with: exit 2 (windows it cannot rank: exit 1)."""
+
+
+class SpecProblem(ValueError):
+    """Pipelines that cannot be localised (they do not validate, or have a cycle): exit 2,
+    as ``flowcause run`` refuses pipelines that do not validate."""
+
+
+def _at_least_one(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
 
 
 def _options(pairs: list[str]) -> dict[str, object]:
@@ -60,7 +73,7 @@ def cmd_localise(args: argparse.Namespace) -> int:
         return _localise(args)
     except WindowError as exc:  # the data, not the options: exit 1, as `flowcause report`
         raise SystemExit(f"flowcause: {exc}") from None
-    except OptionError as exc:
+    except (OptionError, SpecProblem, GraphError) as exc:  # what was asked, not the data
         print(f"flowcause: {exc}", file=sys.stderr)
         return 2
 
@@ -69,6 +82,11 @@ def _localise(args: argparse.Namespace) -> int:
     opts = _options(args.option)
     check_method(args.method, "shift" if args.request is None else "anomaly", opts)
     pipelines = [p for f in args.pipeline for p in load_pipelines(Path(f))]
+    problems = spec_problems(pipelines)  # as `flowcause validate` reports them
+    if problems:
+        more = len(problems) - 1
+        raise SpecProblem(problems[0] + (f" (and {more} more problem{'s' * (more != 1)}: "
+                                         "flowcause validate lists them)" if more else ""))
     names = [p.name for p in pipelines]
     layout = None
     if args.layout:
@@ -82,15 +100,21 @@ def _localise(args: argparse.Namespace) -> int:
     if args.request is not None:
         index = incident.index.astype(str)
         if args.request not in set(index):
-            raise SystemExit(f"request {args.request!r} is not in the incident window")
+            raise WindowError(f"request {args.request!r} is not in the incident window")
         row = incident[index == args.request].iloc[:1]
     try:
         ranking = (localise(graph, reference, incident, args.method, **opts) if row is None
                    else explain_request(graph, reference, row, args.method, **opts))
     except WindowError:
         raise
-    except (TypeError, ValueError) as exc:  # an option value the method trips over running
-        raise OptionError(f"option of {args.method}: {exc}") from None
+    except (TypeError, ValueError) as exc:  # numpy's LinAlgError is a ValueError, too
+        # "option of" only for what make_method refuses (check_method); a method failing
+        # while it runs may have tripped over the options given, else over the windows
+        if opts:
+            given = ", ".join(f"{k}={v!r}" for k, v in opts.items())
+            raise OptionError(f"{args.method} failed with the options {given}: {exc}") from None
+        raise WindowError(f"{args.method} could not rank these windows: "
+                          f"{type(exc).__name__}: {exc}") from None
     if args.format == "json":
         print(ranking.to_json(indent=2))
     else:
@@ -114,7 +138,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--request", metavar="ID",
                    help="explain this one incident request (row id; for CSV the row number)")
     p.add_argument("--format", choices=("text", "json"), default="text")
-    p.add_argument("--top", type=int, default=10, help="rows of the text table")
+    p.add_argument("--top", type=_at_least_one, default=10, metavar="N",
+                   help="rows of the text table (at least 1)")
     p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
                    help="method option, e.g. alpha=0.05 or num_samples=500 (repeatable)")
     p.set_defaults(func=cmd_localise)

@@ -38,6 +38,7 @@ class Comparison:
     p: float
     score: float  # standardised tail-weighted KS distance
     in_support: float
+    judged: bool = False  # at least ``min_rows`` rows of each window compared
 
 
 def matched(ref_context: np.ndarray, inc_context: np.ndarray, usable: np.ndarray
@@ -76,8 +77,9 @@ def compare(node: int, ref: Channel, inc: Channel, inside: np.ndarray, min_rows:
         score = float(ks.standardised(ks.distances(a, b, weights[None, :], ones, TAIL)[0],
                                       n_eff, len(b)))
     in_support = float(np.mean(inside[inc.valid])) if inc.valid.any() else 0.0
+    judged = len(b) >= min_rows and int(np.count_nonzero(weights)) >= min_rows
     return Comparison(node, ref.name, ref_rows, a, weights, inc_rows, b, d, p, score,
-                      in_support)
+                      in_support, judged)
 
 
 def null_threshold(comparisons: list[Comparison], ref: Split, alpha: float, splits: int,

@@ -8,10 +8,12 @@ glob of CSV files, concatenated in name order.
 
 from __future__ import annotations
 
+import contextlib
 import glob
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 STORE_PREFIX = "store:"
@@ -47,6 +49,24 @@ def check_numbers(columns: Sequence[str], frames: Mapping[str, pd.DataFrame]) ->
                                   f"numbers (e.g. {bad.iloc[0]!r}) where the other window's are")
 
 
+def without_infinities(frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` with every ±inf of its numeric columns made NaN, a missing value (the
+    frame itself when it holds none). An infinity is no number a mechanism can be fitted
+    to or compared on (one in the reference made the linear fits fail), so every window,
+    and a request, read it as missing: for a step's output, a tensor it did not give."""
+    numeric = [c for c in frame.columns if pd.api.types.is_float_dtype(frame[c])]
+    if not numeric:
+        return frame
+    infinite = np.isinf(frame[numeric].to_numpy(dtype=float))
+    if not infinite.any():
+        return frame
+    out = frame.copy()
+    for i in np.flatnonzero(infinite.any(axis=0)):
+        col = numeric[i]
+        out[col] = out[col].where(~np.isinf(out[col].to_numpy(dtype=float)))
+    return out
+
+
 def read_window(source: str, pipelines: Sequence[str],
                 layout: Mapping[str, str] | None = None) -> pd.DataFrame:
     """The frame ``source`` names, in ``layout`` when given (store windows only; CSV files
@@ -65,8 +85,9 @@ def _store_window(spec: str, pipelines: Sequence[str],
 
     path, _, window = spec.partition("@")
     start, _, end = window.partition("..")
+    lo, hi = _time(start, spec), _time(end, spec)
     store = TraceStore(path)
-    frames = [store.frame(p, start or None, end or None) for p in pipelines]
+    frames = [store.frame(p, lo, hi) for p in pipelines]
     frame = frames[0]
     for other in frames[1:]:
         frame = frame.join(other.drop(columns=[c for c in other if c in frame]), how="outer")
@@ -75,3 +96,24 @@ def _store_window(spec: str, pipelines: Sequence[str],
     from tracing.layout import to_layout
 
     return to_layout(frame, layout)
+
+
+def _time(text: str, spec: str) -> pd.Timestamp | None:
+    """One end of a store window: None when left out; epoch seconds when a number, else an
+    ISO-8601 time (UTC unless it names its zone). Anything else is a :class:`WindowError`."""
+    from tracing.store import to_timestamp
+
+    text = text.strip()
+    if not text:
+        return None
+    value: str | float = text
+    with contextlib.suppress(ValueError):  # a number: epoch seconds
+        value = float(text)
+    bad = f"{text!r} in {STORE_PREFIX}{spec} is no time (an ISO-8601 time or epoch seconds)"
+    try:
+        stamp = to_timestamp(value)
+    except (ValueError, OverflowError) as exc:
+        raise WindowError(f"{bad}: {exc}") from None
+    if stamp is None or pd.isna(stamp):
+        raise WindowError(bad)
+    return stamp

@@ -47,13 +47,47 @@ class NodeInfo:
     role: Role
 
 
+class GraphError(ValueError):
+    """Pipelines that give no causal graph: a cycle (``allowCycles``), a step name used in
+    two chained pipelines, a spec that does not validate (:func:`spec_problems`)."""
+
+
+def spec_problems(pipelines: Iterable[Pipeline]) -> list[str]:
+    """What keeps ``pipelines`` from being localised, as ``flowcause validate`` reports it
+    (:func:`engine.validate.validate`: file and line, pipeline, step, reference), and a
+    cycle among a pipeline's steps, which ``allowCycles`` lets the engine run but leaves no
+    causal order. Empty when there is nothing."""
+    from engine.validate import validate
+
+    pipelines = list(pipelines)
+    problems = validate(pipelines)
+    if problems:
+        return problems
+    for p in pipelines:
+        deps = nx.DiGraph()
+        for s in p.steps:
+            deps.add_node(s.name)
+            for text in [*s.inputs, *s.triggers]:
+                ref = parse_ref(text, p)
+                if ref.step is not None:
+                    deps.add_edge(ref.step, s.name)
+        try:
+            cycle = nx.find_cycle(deps)
+        except nx.NetworkXNoCycle:
+            continue
+        path = " -> ".join([*(u for u, _ in cycle), cycle[0][0]])
+        problems.append(f"{p.where('spec', 'steps')}: pipeline {p.name!r} has a cycle ({path}); "
+                        "cyclic pipelines (allowCycles) cannot be localised")
+    return problems
+
+
 class CausalGraph:
     """A DAG over node names with, per node, its :class:`NodeInfo`."""
 
     def __init__(self, dag: nx.DiGraph, info: Mapping[str, NodeInfo]) -> None:
         if not nx.is_directed_acyclic_graph(dag):
             cycle = nx.find_cycle(dag)
-            raise ValueError(f"the causal graph has a cycle: {cycle}; cyclic pipelines "
+            raise GraphError(f"the causal graph has a cycle: {cycle}; cyclic pipelines "
                              "(allowCycles) cannot be localised")
         self.dag = dag
         self.info = dict(info)
@@ -108,7 +142,7 @@ class _Builder:
         for p in pipelines:
             for s in p.steps:
                 if step_owner.setdefault(s.name, p.name) != p.name:
-                    raise ValueError(f"step {s.name!r} is in pipelines {step_owner[s.name]!r} and "
+                    raise GraphError(f"step {s.name!r} is in pipelines {step_owner[s.name]!r} and "
                                      f"{p.name!r}; trace-store columns cannot tell them apart")
 
     def tensors(self, ref: Ref) -> dict[str, list[str]]:
@@ -209,7 +243,7 @@ def build_graph(pipelines: PipelineSource | list[Pipeline], columns: Iterable[st
     for name, ref in layout.items():
         if name in columns:
             if ref in to_name:
-                raise ValueError(f"layout maps both {to_name[ref]!r} and {name!r} to {ref!r}")
+                raise GraphError(f"layout maps both {to_name[ref]!r} and {name!r} to {ref!r}")
             to_name[ref] = name
     graph = _Builder(specs, list(to_name)).build()
     dag = nx.relabel_nodes(graph.dag, to_name)

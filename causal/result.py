@@ -46,9 +46,16 @@ class Candidate:
                        "confidence": self.confidence, "evidence": self.evidence})
 
 
+NOT_JUDGED = "not enough data to judge"
+
+
 @dataclass
 class Ranking:
-    """Candidates best first; ``no_fault`` when nothing departs beyond the method's threshold."""
+    """Candidates best first; ``no_fault`` when nothing departs beyond the method's threshold.
+
+    ``judged`` is False when the windows held too few requests for anything to be compared
+    (``details["not_judged"]`` says why): then neither a fault nor "no fault" is claimed
+    (``no_fault`` is False, there are no candidates), and :attr:`verdict` says so."""
 
     method: str
     mode: str  # "shift" (two windows) or "anomaly" (one request)
@@ -57,6 +64,14 @@ class Ranking:
     seconds: float = 0.0
     threshold: float | None = None
     details: dict[str, Any] = field(default_factory=dict)
+    judged: bool = True
+
+    @property
+    def verdict(self) -> str:
+        """"fault", "no fault" or "not enough data to judge"."""
+        if not self.judged:
+            return NOT_JUDGED
+        return "no fault" if self.no_fault else "fault"
 
     @property
     def top(self) -> Candidate | None:
@@ -67,6 +82,7 @@ class Ranking:
 
     def to_dict(self) -> dict[str, Any]:
         return _plain({"method": self.method, "mode": self.mode, "no_fault": self.no_fault,
+                       "judged": self.judged, "verdict": self.verdict,
                        "seconds": self.seconds, "threshold": self.threshold,
                        "details": self.details,
                        "candidates": [c.to_dict() for c in self.candidates]})
@@ -77,14 +93,17 @@ class Ranking:
     def table(self, top: int = 10) -> str:
         """A plain-text table of the first ``top`` candidates, under a one-line verdict."""
         head = (f"method {self.method} ({self.mode}), {self.seconds:.2f} s: "
-                + ("no fault" if self.no_fault else
+                + (f"{NOT_JUDGED}: {self.details.get('not_judged', 'too few requests')}"
+                   if not self.judged else "no fault" if self.no_fault else
                    f"fault, most likely in step {self.top.step}" if self.top else "no candidates"))
         note = load_note(self.details)
         if note:
             head += f" ({note})"
+        if not self.judged:
+            return head
         rows = [("rank", "step", "node", "score", "confidence", "evidence")]
-        for i, c in enumerate(self.candidates[:top], 1):
-            brief = ", ".join(f"{k}={_brief(v)}" for k, v in c.evidence.items()
+        for i, c in enumerate(self.candidates[:max(top, 0)], 1):
+            brief = ", ".join(f"{k}={_brief(v, k)}" for k, v in c.evidence.items()
                               if not isinstance(v, Mapping | list))
             conf = "" if c.confidence is None else f"{c.confidence:.2f}"
             rows.append((str(i), c.step, c.node, f"{c.score:.4g}", conf, brief))
@@ -104,8 +123,15 @@ def load_note(details: Mapping[str, Any]) -> str:
             "latencies were corrected for it")
 
 
-def _brief(value: Any) -> str:
-    if isinstance(value, float):
+def _brief(value: Any, key: str = "") -> str:
+    """A number of the evidence, short: statistics to 3 significant digits; a request's
+    ``value`` as it is when whole (1999, 2000), else to 6 significant digits."""
+    if isinstance(value, float | np.floating) and not isinstance(value, bool):
+        value = float(value)
+        if key == "value":
+            if math.isfinite(value) and value.is_integer() and abs(value) < 1e15:
+                return str(int(value))
+            return f"{value:.6g}"
         return f"{value:.3g}"
     return str(value)
 

@@ -61,6 +61,8 @@ def table(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
 
 def verdict(report: Report) -> str:
     top = report.ranking.top
+    if not report.ranking.judged:  # neither a fault nor "no fault": too few requests
+        return f"Not enough data to judge: {report.ranking.details.get('not_judged', '')}"
     if top is None:
         return "No fault found, and no candidates."
     confidence = "" if top.confidence is None else f", confidence {confidence_text(top.confidence)}"

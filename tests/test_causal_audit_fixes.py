@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import io
+import json
 import re
 from pathlib import Path
 from typing import Any
@@ -339,3 +340,251 @@ def test_docs_synopsis_names_every_localise_option() -> None:
     synopsis = re.search(r"```sh\nflowcause localise(.*?)```", docs, re.S)
     assert synopsis is not None
     assert options == set(re.findall(r"--[a-z]+", synopsis.group(1)))
+
+
+# ================================================ the second audit: the command's errors
+# (each test fails on the code before these fixes)
+
+CYCLIC = """apiVersion: mlops.seldon.io/v1alpha1
+kind: Pipeline
+metadata:
+  name: cyc
+spec:
+  allowCycles: true
+  maxStepRevisits: 3
+  steps:
+    - name: a
+      inputs: [cyc.inputs.x, b.outputs.y]
+      inputsJoinType: any
+    - name: b
+      inputs: [a.outputs.y]
+  output:
+    steps: [b]
+"""
+DANGLING = """apiVersion: mlops.seldon.io/v1alpha1
+kind: Pipeline
+metadata:
+  name: lin
+spec:
+  steps:
+    - name: a
+      inputs: [lin.inputs.x]
+    - name: b
+      inputs: [zz.outputs.y]
+  output:
+    steps: [b]
+"""
+INSURANCE = [*BASE]  # the published pipeline and layout, as in tests/test_causal_cli.py
+
+
+def write_case(tmp_path: Path, spec: str, pipeline: str, n: int = 60) -> list[str]:
+    """A spec file and a reference/incident CSV pair for it: the localise arguments."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=n)
+    frame = pd.DataFrame({f"{pipeline}.inputs.x": x, "a.outputs.y": x, "b.outputs.y": 2 * x,
+                          f"{pipeline}.outputs.y": 2 * x})
+    (tmp_path / "p.yaml").write_text(spec, encoding="utf-8")
+    frame.to_csv(tmp_path / "w.csv", index=False)
+    return ["localise", "--pipeline", str(tmp_path / "p.yaml"), "--reference",
+            str(tmp_path / "w.csv"), "--incident", str(tmp_path / "w.csv")]
+
+
+def one_line_error(capsys: pytest.CaptureFixture[str]) -> str:
+    err = capsys.readouterr().err
+    assert err.startswith("flowcause: ") and len(err.splitlines()) == 1, err
+    return err
+
+
+def test_a_cyclic_pipeline_is_refused_in_one_line(tmp_path: Path,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    assert run(write_case(tmp_path, CYCLIC, "cyc")) == 2
+    err = one_line_error(capsys)
+    assert "cycle (a -> b -> a)" in err and "allowCycles" in err
+    # the Python API: a ValueError (the dashboard catches those), of a class of its own
+    frame = pd.read_csv(tmp_path / "w.csv")
+    with pytest.raises(causal.GraphError, match="cycle"):
+        causal.graph_for(str(tmp_path / "p.yaml"), frame)
+    assert issubclass(causal.GraphError, ValueError)
+
+
+def test_a_spec_that_does_not_validate_is_reported_as_validate_does(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert run(write_case(tmp_path, DANGLING, "lin")) == 2
+    err = one_line_error(capsys)
+    assert f"{tmp_path / 'p.yaml'}:10: pipeline 'lin': step 'b'" in err and "'zz'" in err
+    # refused before any window is read
+    args = write_case(tmp_path, DANGLING, "lin")
+    args[args.index("--reference") + 1] = str(tmp_path / "none.csv")
+    assert run(args) == 2
+
+
+def test_a_bad_time_in_a_store_window_names_it(tmp_path: Path,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(causal.WindowError, match="'garbage' in store:.* is no time"):
+        causal.frames.read_window(f"store:{tmp_path}@garbage..", ["p"])
+    with pytest.raises(causal.WindowError, match="'inf' .* is no time"):
+        causal.frames.read_window(f"store:{tmp_path}@..inf", ["p"])
+    with pytest.raises(SystemExit, match=r"^flowcause: 'garbage' in store:"):
+        run([*INSURANCE, "--reference", f"store:{tmp_path}@garbage..",
+             "--incident", f"store:{tmp_path}"])
+
+
+def test_window_ends_read_as_iso_times_or_epoch_seconds() -> None:
+    from causal.frames import _time
+
+    assert _time("", "s") is None
+    assert _time("1700000000", "s") == pd.Timestamp("2023-11-14T22:13:20Z")
+    assert _time("2026-01-01T02:00:00+02:00", "s") == pd.Timestamp("2026-01-01T00:00:00Z")
+
+
+def test_infinities_in_the_reference_are_missing_values() -> None:
+    from tracing.layout import load_layout
+
+    lay = load_layout(ROOT / "causal" / "layouts" / "insurance_claims.yaml")
+    spec = str(DATA.parent / "insurance_claims.yaml")
+    reference = pd.read_csv(DATA / "normal_0.csv")
+    incident = pd.read_csv(DATA / "broken_app_0.csv")
+    with_inf, with_nan = reference.copy(), reference.copy()
+    with_inf.loc[5, "input"], with_inf.loc[9, "output"] = np.inf, -np.inf
+    with_nan.loc[5, "input"], with_nan.loc[9, "output"] = np.nan, np.nan
+    ranked = [causal.localise(spec, ref, incident, layout=lay, bootstrap=0)
+              for ref in (with_inf, with_nan)]
+    assert not ranked[0].no_fault and ranked[0].top.step == "classify_claim_complexity"
+    assert [c.score for c in ranked[0].candidates] == [c.score for c in ranked[1].candidates]
+    # the same in the incident window and in one request: missing values, not numbers
+    both = causal.localise(spec, with_inf, with_inf, layout=lay, bootstrap=0)
+    assert both.no_fault
+    one = causal.explain_request(spec, with_inf, incident.iloc[[0]], layout=lay, bootstrap=0)
+    assert one.details["reference_rows"] == len(reference)
+    request = reference.iloc[[20]].copy()
+    request["input"] = np.inf
+    as_inf = causal.explain_request(spec, reference, request, layout=lay, bootstrap=0)
+    request["input"] = np.nan
+    as_nan = causal.explain_request(spec, reference, request, layout=lay, bootstrap=0)
+    assert [c.score for c in as_inf.candidates] == [c.score for c in as_nan.candidates]
+    assert as_inf.top.step == "insurance_claims" and as_inf.top.evidence["value"] is None
+
+
+def test_only_options_refused_by_the_method_are_called_options(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """A method failing on the windows (numpy's LinAlgError is a ValueError) with no option
+    given is no "option of" error: exit 1, naming what failed."""
+    def fails(*_: Any, **__: Any) -> None:
+        raise np.linalg.LinAlgError("SVD did not converge")
+
+    monkeypatch.setattr("causal.cli.localise", fails)
+    windows = ["--reference", str(DATA / "normal_0.csv"), "--incident",
+               str(DATA / "broken_app_0.csv")]
+    with pytest.raises(SystemExit, match="^flowcause: flowcause could not rank these windows: "
+                                         "LinAlgError: SVD did not converge$"):
+        run([*INSURANCE, *windows])
+    # with options given, they may be what it tripped over: exit 2, naming them
+    assert run([*INSURANCE, *windows, "--option", "seed=3"]) == 2
+    err = one_line_error(capsys)
+    assert "option of" not in err and "with the options seed=3" in err
+
+
+@pytest.mark.parametrize("option, says", [
+    ("null_splits=0", "null_splits must be a whole number >= 1"),
+    ("bootstrap=-5", "bootstrap must be a whole number >= 0"),
+    ("min_rows=0", "min_rows must be a whole number >= 1"),
+    ("alpha=1.5", "alpha must be a number between 0 and 1"),
+])
+def test_flowcause_refuses_option_values_it_cannot_run_with(
+        option: str, says: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert run([*INSURANCE, "--reference", "no.csv", "--incident", "no.csv",
+                "--option", option]) == 2
+    err = one_line_error(capsys)
+    assert err.startswith("flowcause: option of flowcause: ") and says in err
+    key, _, value = option.partition("=")
+    with pytest.raises(ValueError, match=says):
+        causal.make_method("flowcause", **{key: float(value) if "." in value else int(value)})
+
+
+def tiny(n: int) -> pd.DataFrame:
+    return pd.read_csv(DATA / "normal_0.csv").iloc[:n]
+
+
+@pytest.mark.parametrize("n_ref, n_inc", [(2, 500), (5, 500), (500, 5)])
+def test_windows_too_small_to_judge_say_so_rather_than_no_fault(n_ref: int, n_inc: int) -> None:
+    from tracing.layout import load_layout
+
+    lay = load_layout(ROOT / "causal" / "layouts" / "insurance_claims.yaml")
+    spec = str(DATA.parent / "insurance_claims.yaml")
+    incident = pd.read_csv(DATA / "broken_app_0.csv").iloc[:n_inc]
+    ranking = causal.localise(spec, tiny(n_ref), incident, layout=lay)
+    assert not ranking.judged and not ranking.no_fault and not ranking.candidates
+    assert ranking.verdict == "not enough data to judge"
+    doc = ranking.to_dict()
+    assert doc["judged"] is False and doc["verdict"] == "not enough data to judge"
+    assert "min_rows" in doc["details"]["not_judged"]
+    assert ranking.table().startswith("method flowcause (shift), ")
+    assert "not enough data to judge: no node could be compared" in ranking.table()
+
+
+def test_a_request_against_a_tiny_reference_is_not_judged() -> None:
+    from tracing.layout import load_layout
+
+    lay = load_layout(ROOT / "causal" / "layouts" / "insurance_claims.yaml")
+    spec = str(DATA.parent / "insurance_claims.yaml")
+    request = pd.read_csv(DATA / "normal_1.csv").iloc[[3]]
+    ranking = causal.explain_request(spec, tiny(5), request, layout=lay)
+    assert not ranking.judged and not ranking.no_fault
+    assert "the reference holds 5 requests" in ranking.details["not_judged"]
+    # enough rows: judged as before
+    judged = causal.explain_request(spec, tiny(200), request, layout=lay, bootstrap=0)
+    assert judged.judged and judged.verdict in ("fault", "no fault")
+
+
+def test_normal_windows_are_judged_and_quiet() -> None:
+    from tracing.layout import load_layout
+
+    lay = load_layout(ROOT / "causal" / "layouts" / "insurance_claims.yaml")
+    ranking = causal.localise(str(DATA.parent / "insurance_claims.yaml"),
+                              pd.read_csv(DATA / "normal_0.csv"),
+                              pd.read_csv(DATA / "normal_1.csv"), layout=lay, bootstrap=0)
+    assert ranking.judged and ranking.no_fault and ranking.verdict == "no fault"
+    assert ranking.details["judged_channels"] > 0 and ranking.to_dict()["judged"] is True
+
+
+def test_the_cli_prints_the_not_judged_verdict(tmp_path: Path,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    tiny(5).to_csv(tmp_path / "ref.csv", index=False)
+    windows = ["--reference", str(tmp_path / "ref.csv"), "--incident",
+               str(DATA / "broken_app_0.csv")]
+    assert run([*INSURANCE, *windows]) == 0
+    out = capsys.readouterr().out
+    assert out.splitlines()[0].endswith("not enough data to judge: no node could be compared "
+                                        "on at least 10 requests (min_rows) of each window "
+                                        "(reference 5, incident 500 requests)")
+    assert run([*INSURANCE, *windows, "--format", "json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["verdict"] == "not enough data to judge" and doc["no_fault"] is False
+
+
+def test_top_below_one_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
+    windows = ["--reference", str(DATA / "normal_0.csv"), "--incident",
+               str(DATA / "broken_app_0.csv")]
+    with pytest.raises(SystemExit) as exc:
+        run([*INSURANCE, *windows, "--top", "-1"])
+    assert exc.value.code == 2 and "--top: must be at least 1" in capsys.readouterr().err
+    assert run([*INSURANCE, *windows, "--top", "1", "--option", "bootstrap=0"]) == 0
+    assert len(capsys.readouterr().out.splitlines()) == 3  # verdict, header, one row
+    ranking = causal.Ranking("m", "shift", [causal.Candidate("n", "s", 1.0)] * 3, False)
+    assert len(ranking.table(-1).splitlines()) == 2  # the API: no row, not all but the last
+
+
+def test_an_unknown_request_is_a_one_line_flowcause_error() -> None:
+    with pytest.raises(SystemExit, match="^flowcause: request 'nope' is not in the incident"):
+        run([*INSURANCE, "--reference", str(DATA / "normal_0.csv"), "--incident",
+             str(DATA / "normal_1.csv"), "--request", "nope"])
+
+
+def test_request_values_are_shown_so_that_close_ones_differ() -> None:
+    rows = [causal.Candidate("n", f"s{v}", 1.0, evidence={"value": v, "ks": 0.123456})
+            for v in (1999.0, 2000.0, 2000.5, 1234567.891, float("nan"))]
+    text = causal.Ranking("m", "anomaly", rows, False).table()
+    for shown in ("value=1999,", "value=2000,", "value=2000.5,", "value=1.23457e+06,",
+                  "value=nan,"):
+        assert shown in text
+    assert text.count("ks=0.123") == 5  # statistics stay short

@@ -122,3 +122,17 @@ def test_report_refuses_what_it_cannot_do(store: Path, tmp_path: Path, capsys: p
     assert "reference window holds no requests" in capsys.readouterr().err
     assert main(["report", "--reference", "a.csv", "--incident", "b.csv", "--out", out]) == 2
     assert not Path(out).exists()
+
+
+def test_a_report_on_windows_too_small_to_judge_says_so(tmp_path: Path) -> None:
+    """Five reference requests: the ranking cannot judge, and the report's verdict says that
+    rather than "No fault found"."""
+    small = tmp_path / "normal_5.csv"
+    pd.read_csv(REFERENCE_DATA / "normal_0.csv").iloc[:5].to_csv(small, index=False)
+    out = tmp_path / "small.html"
+    assert main(["report", "--pipeline", str(SPEC), "--reference", str(small), "--incident",
+                 str(REFERENCE_DATA / "broken_app_0.csv"), "--layout", str(LAYOUT),
+                 "--out", str(out)]) == 0
+    html = unescape(out.read_text(encoding="utf-8"))
+    assert "Not enough data to judge: no node could be compared" in html
+    assert "No fault found" not in html

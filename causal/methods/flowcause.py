@@ -31,6 +31,7 @@ the pipeline output (:mod:`causal.refinement`).
 
 from __future__ import annotations
 
+import numbers
 from collections import defaultdict
 from dataclasses import replace
 from typing import Any
@@ -61,6 +62,16 @@ class FlowCause(Method):
                  seed: int = 0) -> None:
         if not 1 <= top_k <= 5:
             raise ValueError("top_k must be between 1 and 5 (exact Shapley over 2^k coalitions)")
+        if not _is_number(alpha) or not 0 < alpha < 1:
+            raise ValueError(f"alpha must be a number between 0 and 1, got {alpha!r}")
+        if not _is_integer(bootstrap) or bootstrap < 0:
+            raise ValueError(f"bootstrap must be a whole number >= 0 (resamples; 0: no "
+                             f"confidence), got {bootstrap!r}")
+        if not _is_integer(null_splits) or null_splits < 1:
+            raise ValueError(f"null_splits must be a whole number >= 1 (splits of the reference "
+                             f"that set the no-fault threshold), got {null_splits!r}")
+        if not _is_integer(min_rows) or min_rows < 1:
+            raise ValueError(f"min_rows must be a whole number >= 1, got {min_rows!r}")
         self.alpha = alpha
         self.bootstrap = bootstrap
         self.top_k = top_k
@@ -97,6 +108,14 @@ class FlowCause(Method):
                                    self.min_rows, rng)
         found = findings(graph, scores, threshold, change)
         candidates = values_first(graph, scores, evidence, found)
+        judged = sum(c.judged for c in comparisons)
+        if not found and not judged:  # no departure, but nothing could have shown one
+            return self._not_judged("shift", threshold, {
+                "reference_rows": len(fit.ref.X), "incident_rows": len(inc.X),
+                "targets": graph.targets, "load_factor": factor, "judged_channels": 0,
+                "not_judged": f"no node could be compared on at least {self.min_rows} "
+                              f"requests (min_rows) of each window (reference {len(fit.ref.X)}, "
+                              f"incident {len(inc.X)} requests)"})
         no_fault = not found
         if self.bootstrap and candidates:
             nodes = self._leading_nodes(graph, candidates)
@@ -109,7 +128,7 @@ class FlowCause(Method):
                           for c in candidates]
         details: dict[str, Any] = {"reference_rows": len(fit.ref.X),
                                    "incident_rows": len(inc.X), "targets": graph.targets,
-                                   "load_factor": factor}
+                                   "load_factor": factor, "judged_channels": judged}
         if self.shapley and not no_fault:
             candidates = refine_shift(graph, enc, fit, inc, candidates, found, self.top_k,
                                       self.alpha, details, rng)
@@ -163,6 +182,12 @@ class FlowCause(Method):
             found[node] = scores[node]
             evidence[node][kind] = True
         candidates = values_first(graph, scores, evidence, found)
+        if not found and len(ref_surprise) < self.min_rows:
+            return self._not_judged("anomaly", threshold, {
+                "reference_rows": len(ref_surprise), "targets": graph.targets,
+                "load_factor": factor, "latency_threshold": latency_threshold,
+                "not_judged": f"the reference holds {len(ref_surprise)} requests, fewer than "
+                              f"{self.min_rows} (min_rows)"})
         no_fault = not found
         if self.bootstrap and candidates:
             # resampling the reference: a node's calibrated p-value is (1 + reference
@@ -184,10 +209,24 @@ class FlowCause(Method):
         return Ranking(self.name, "anomaly", candidates, no_fault, threshold=threshold,
                        details=details)
 
+    def _not_judged(self, mode: str, threshold: float, details: dict[str, Any]) -> Ranking:
+        """Neither "fault" nor "no fault": nothing departs, but too few requests could be
+        compared for a departure to show. No candidates, as none is suspected."""
+        return Ranking(self.name, mode, [], no_fault=False, threshold=threshold,
+                       details=details, judged=False)
+
     @staticmethod
     def _leading_nodes(graph: CausalGraph, candidates: list[Candidate]) -> list[int]:
         steps = {c.step for c in candidates[:BOOTSTRAP_STEPS]}
         return [j for j, node in enumerate(graph.nodes) if graph.step(node) in steps]
+
+
+def _is_integer(value: object) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
 FAILED = ("error", "timeout")
