@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from dashboard.data import Comparison, CyclicPipeline, choose_target, from_csv, from_store, too_few
+from dashboard.data import Comparison, choose_target, from_csv, from_store, too_few
 from dashboard.runs import scenario_run
 from dashboard.settings import Settings
 from dashboard.windows import parse_window
@@ -76,10 +76,8 @@ def cmd_report(args: argparse.Namespace) -> int:
     fmt = args.format or FORMATS.get(Path(args.out).suffix.lower(), "html")
     try:
         data = comparison(args)
-    except CyclicPipeline as exc:  # the pipeline, not the options: refused before reading
-        print(f"flowcause report: {exc}", file=sys.stderr)
-        return 1
-    except ValueError as exc:  # bad options, windows, layouts or specs: the message says which
+    except ValueError as exc:  # bad options, windows, layouts or specs (a pipeline with a
+        # loop, CyclicPipeline, refused before reading): the message says which
         print(f"flowcause report: {exc}", file=sys.stderr)
         return 2
     for name, frame in (("reference", data.reference), ("incident", data.incident)):
