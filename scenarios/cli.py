@@ -58,6 +58,7 @@ def cmd_run_scenario(args: argparse.Namespace) -> int:
     method = _methods([args.method])[0]
     _check_tracing_settings()
     _quiet_kafka_client()
+    out: Path | None = None
     try:
         scenario = load_scenario(args.file).with_counts(args.healthy, args.incident)
         out = Path(args.out or Path("out") / scenario.name)
@@ -66,6 +67,11 @@ def cmd_run_scenario(args: argparse.Namespace) -> int:
     except (ScenarioError, TransportUnavailable) as exc:
         print(f"flowcause: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        where = (f"; {out / 'store'} holds the requests sent so far (no result.json or report.md)"
+                 if out is not None else "")
+        print(f"\nflowcause: interrupted{where}", file=sys.stderr)
+        return 130
     phases = scenario.phases
     print(f"{scenario.name}: {execution.sent} requests ({phases.warmup} warm-up, {phases.healthy} "
           f"healthy, {phases.incident} incident) in {execution.seconds:.1f} s, "
@@ -79,6 +85,7 @@ def cmd_run_scenario(args: argparse.Namespace) -> int:
 
 
 def cmd_suite(args: argparse.Namespace) -> int:
+    from engine.steps import StepNotFound
     from scenarios import suite
 
     methods = _methods(args.methods or [DEFAULT_METHOD])
@@ -86,20 +93,47 @@ def cmd_suite(args: argparse.Namespace) -> int:
         print(f"flowcause: --repeats {args.repeats}: a suite runs each scenario at least once",
               file=sys.stderr)
         return 2
+    if args.requests < 0:
+        print(f"flowcause: --requests {args.requests}: the number of requests to explain is 0 "
+              "or more", file=sys.stderr)
+        return 2
     _check_tracing_settings()
     _quiet_kafka_client()
+    out = Path(args.out)
     try:
-        files = suite.discover(Path(args.dir))
-        results = suite.run_suite(files, methods, args.repeats, Path(args.out),
-                                  transport=args.transport, bootstrap=args.bootstrap,
-                                  healthy=args.healthy, incident=args.incident,
-                                  requests=args.requests)
-    except (ScenarioError, TransportUnavailable, FileNotFoundError) as exc:
+        scenarios = suite.prepare(suite.discover(Path(args.dir)), args.healthy, args.incident)
+    except (ScenarioError, StepNotFound, FileNotFoundError) as exc:
         print(f"flowcause: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("\nflowcause: interrupted while checking the scenarios; nothing ran", file=sys.stderr)
+        return 130
+    planned = len(scenarios) * args.repeats
+    results: list[Any] = []
+
+    def save(partial: bool) -> list[Path]:
+        return suite.write(results, suite.summarise(results), out, partial=partial, planned=planned)
+
+    def kept() -> str:
+        return f"kept {len(results) // len(methods)} of {planned} runs in {out / 'suite.json'} " \
+               "(marked partial)"
+
+    try:
+        suite.run_suite(scenarios, methods, args.repeats, out, transport=args.transport,
+                        bootstrap=args.bootstrap, requests=args.requests, results=results,
+                        after_run=lambda _: save(partial=True))
+    except KeyboardInterrupt:
+        save(partial=True)
+        print(f"\nflowcause: interrupted; {kept()}", file=sys.stderr)
+        return 130
+    except (ScenarioError, TransportUnavailable) as exc:
+        if results:
+            save(partial=True)
+        print(f"flowcause: {exc}" + (f"\nflowcause: {kept()}" if results else ""), file=sys.stderr)
         return 2
     summary = suite.summarise(results)
     print(suite.format_table(summary))
-    paths = suite.write(results, summary, Path(args.out))
+    paths = save(partial=False)
     print("written: " + ", ".join(str(p) for p in paths))
     return 0
 

@@ -53,10 +53,12 @@ class Injection:
     rng: np.random.Generator
     active: bool = False
     frozen: Arrays = field(default_factory=dict)
+    index: int = 0  # the fault's position in the scenario (faults.<index>)
+    problem: str | None = None  # why the run must stop (the runner checks it)
 
     @classmethod
     def create(cls, fault: Fault, seed: int, index: int) -> Injection:
-        return cls(fault, np.random.default_rng([seed, index]))
+        return cls(fault, np.random.default_rng([seed, index]), index=index)
 
     def hits(self, rate: float) -> bool:
         return rate >= 1.0 or bool(self.rng.random() < rate)
@@ -92,14 +94,32 @@ def _cast(values: np.ndarray, like: np.ndarray) -> np.ndarray:
     return values.astype(like.dtype)
 
 
+def _number(text: str) -> float | None:
+    """``text`` as a finite number, else None (it names a category)."""
+    try:
+        value = float(text)
+    except ValueError:
+        return None
+    return value if np.isfinite(value) else None
+
+
 def _swap(a: np.ndarray, swap: Mapping[str, str]) -> np.ndarray:
-    if a.dtype.kind == "O":
+    """``swap`` applied where it can apply: every pair to a string tensor (values compared as
+    text), to an integer or float tensor only the pairs whose old and new values both read as
+    numbers; boolean tensors, and numeric tensors without such pairs, are left as they are."""
+    if a.dtype.kind in "OUS":
         out = np.array([swap.get(v.decode() if isinstance(v, bytes) else str(v), v) for v in a.flat],
                        dtype=object)
         return out.reshape(a.shape)
+    if not _numeric(a):
+        return a
+    pairs = [(old, new) for o, n in swap.items()
+             if (old := _number(o)) is not None and (new := _number(n)) is not None]
+    if not pairs:
+        return a
     values = a.astype(np.float64)
-    for old, new in swap.items():
-        values[a == float(old)] = float(new)
+    for old, new in pairs:
+        values[a == old] = new
     return _cast(values, a)
 
 
@@ -183,6 +203,7 @@ class _FaultyStep:
         self.original = original
         self.injections = injections
         self.replacements = replacements
+        self.seen: set[str] = set()
 
     def _active(self, kind: str) -> list[Injection]:
         return [i for i in self.injections if i.active and i.fault.type == kind]
@@ -206,13 +227,31 @@ class _FaultyStep:
         return self.original
 
     def after(self, result: Any) -> Any:
+        if isinstance(result, Mapping):
+            self.seen.update(result)  # every tensor name the step has output, healthy or not
         data = [i for i in self.injections if i.active and i.fault.type in OUTPUT_FAULTS]
         if not data or result is None:
             return result
         arrays = as_arrays(result)
         for i in data:
+            if self._selects_nothing(i, arrays):
+                continue
             arrays = transform(i, arrays)
         return arrays
+
+    def _selects_nothing(self, injection: Injection, arrays: Arrays) -> bool:
+        """An active fault whose ``tensors`` name none of this call's outputs, nor any the step
+        has output before (healthy calls included: a router's other branch is no typo), would
+        inject nothing: the injection notes the problem, and the runner stops the run."""
+        named = getattr(injection.fault.params, "tensors", None)
+        if named is None or any(t in arrays or t in self.seen for t in named):
+            return False
+        if injection.problem is None:
+            outputs = ", ".join(sorted(map(str, self.seen | set(arrays)))) or "none"
+            injection.problem = (f"faults.{injection.index}.params.tensors: {', '.join(named)}: "
+                                 f"step {self.original.name!r} outputs none of them (it outputs "
+                                 f"{outputs}); the {injection.fault.type} fault would inject nothing")
+        return True
 
 
 def wrap_step(original: RunnableStep, injections: list[Injection],

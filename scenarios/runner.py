@@ -26,6 +26,7 @@ from engine.steps import StepRegistry
 from engine.tensors import Tensor
 from scenarios import traffic
 from scenarios.faults import Arrays, Injection, transform, wrap_step
+from scenarios.report import REPORT_FILE, RESULT_FILE
 from scenarios.spec import INPUTS, Scenario, ScenarioError
 from scenarios.transports import create_transport
 from tracing.config import TracingConfig, build
@@ -150,10 +151,21 @@ def _progress(scenario: Scenario, total: int, show: bool) -> tqdm:
                 disable=not (show and sys.stderr.isatty()), mininterval=0.25)
 
 
-async def execute(scenario: Scenario, out: Path, *, seed: int | None = None,
-                  transport: str = "embedded", bootstrap: str | None = None,
-                  progress: bool = True) -> Execution:
-    """Run ``scenario``'s traffic and record it in ``out/store`` (replaced if present)."""
+@dataclass
+class _Plan:
+    """Everything a run needs before it sends anything, each part checked."""
+
+    seed: int
+    pipelines: list[Pipeline]
+    target: str
+    waits_for: str
+    injections: list[Injection]
+    registry: StepRegistry
+    models: dict[str, str]
+    requests: list[Arrays]
+
+
+def _plan(scenario: Scenario, seed: int | None) -> _Plan:
     seed = scenario.traffic.seed if seed is None else seed
     if seed < 0:
         raise ScenarioError(f"seed {seed}: a seed is 0 or more")
@@ -163,11 +175,54 @@ async def execute(scenario: Scenario, out: Path, *, seed: int | None = None,
     injections = [Injection.create(f, seed, i) for i, f in enumerate(scenario.faults)
                   if f.type != "none"]
     registry, models = _registry(scenario, injections)
+    phases = scenario.phases
+    requests = traffic.requests(scenario, phases.warmup + phases.healthy + phases.incident, seed)
+    _check_input_tensors(injections, requests)
+    return _Plan(seed, pipelines, target, waits_for, injections, registry, models, requests)
+
+
+def _check_input_tensors(injections: list[Injection], requests: list[Arrays]) -> None:
+    """A fault on the traffic must name tensors the traffic has (a generator's are known only
+    now; the other sources' were checked when the file loaded)."""
+    have = list(requests[0]) if requests else []
+    for injection in injections:
+        named = getattr(injection.fault.params, "tensors", None) or []
+        unknown = [t for t in named if t not in have]
+        if injection.fault.step == INPUTS and unknown:
+            raise ScenarioError(f"faults.{injection.index}.params.tensors: {', '.join(unknown)} not "
+                                f"among the traffic's tensors ({', '.join(have)})")
+
+
+def check(scenario: Scenario, seed: int | None = None) -> None:
+    """Everything :func:`execute` checks before it sends a request (the pipelines' chain, the
+    step code and replacement code, the traffic and the tensors its faults name), without
+    running anything: a :class:`ScenarioError` (or ``StepNotFound``) says what is wrong."""
+    _plan(scenario, seed)
+
+
+def _stop_if_broken(injections: list[Injection], scenario: Scenario) -> None:
+    for injection in injections:
+        if injection.problem:
+            raise ScenarioError(f"{scenario.name}: {injection.problem}")
+
+
+async def execute(scenario: Scenario, out: Path, *, seed: int | None = None,
+                  transport: str = "embedded", bootstrap: str | None = None,
+                  progress: bool = True) -> Execution:
+    """Run ``scenario``'s traffic and record it in ``out/store`` (replaced if present; a
+    previous run's ``result.json`` and ``report.md`` in ``out`` are removed, so nothing
+    of it describes the new store). A fault that turns out to select none of its tensors
+    stops the run with a :class:`ScenarioError`."""
+    plan = _plan(scenario, seed)
+    seed, pipelines, target, waits_for = plan.seed, plan.pipelines, plan.target, plan.waits_for
+    injections, registry, models, requests = (plan.injections, plan.registry, plan.models,
+                                              plan.requests)
     inputs_faults = [i for i in injections if i.fault.step == INPUTS]
     warmup = scenario.phases.warmup
     healthy = warmup + scenario.phases.healthy  # index of the first incident request
-    requests = traffic.requests(scenario, healthy + scenario.phases.incident, seed)
 
+    for stale in (RESULT_FILE, REPORT_FILE):
+        (out / stale).unlink(missing_ok=True)
     store = out / "store"
     shutil.rmtree(store, ignore_errors=True)
     tracing = build(TracingConfig.from_env(store=str(store)))
@@ -197,6 +252,7 @@ async def execute(scenario: Scenario, out: Path, *, seed: int | None = None,
                     await asyncio.sleep(delay)
                 next_send += interval
             await traffic_state.limit.acquire()
+            _stop_if_broken(injections, scenario)
             phase = "w" if index < warmup else "h" if index < healthy else "i"
             record = engine.make_request(target, _request(arrays, inputs_faults),
                                          request_id=f"{phase}{index:06d}")
@@ -205,6 +261,7 @@ async def execute(scenario: Scenario, out: Path, *, seed: int | None = None,
             future.add_done_callback(traffic_state.done)
             engine.submit(record)
         await traffic_state.drain(REQUEST_TIMEOUT_S)
+        _stop_if_broken(injections, scenario)
         marks["end"] = time.time()
     finally:
         traffic_state.bar.close()

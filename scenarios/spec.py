@@ -8,9 +8,12 @@ code) are relative to the scenario file. docs/scenarios.md describes the format.
 from __future__ import annotations
 
 import csv
+import inspect
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
+import pandas as pd
 import yaml
 from pydantic import (
     BaseModel,
@@ -22,6 +25,7 @@ from pydantic import (
     model_validator,
 )
 
+from engine.refs import RefError, parse_ref
 from engine.spec import Pipeline, SpecError, load_pipelines
 from engine.tensors import DTYPES
 
@@ -61,10 +65,50 @@ class TensorDistribution(_Model):
             raise ValueError(f"unknown datatype {v!r}")
         return v
 
+    @model_validator(mode="after")
+    def _draws(self) -> TensorDistribution:
+        """The params are the numpy method's, the shape's dimensions positive, and a trial
+        draw converts to the datatype: a bad setting is found when the file loads."""
+        if any(d < 1 for d in self.shape):
+            raise ValueError(f"shape {self.shape}: every dimension must be 1 or more")
+        name = self.distribution
+        signature = inspect.signature(getattr(np.random.Generator, name))
+        accepted = [p for p in signature.parameters if p not in ("self", "size")]
+        unknown = [p for p in self.params if p not in accepted]
+        if unknown:
+            raise ValueError(f"params: {', '.join(map(str, unknown))} not a parameter of "
+                             f"numpy.random.Generator.{name} ({', '.join(accepted)}"
+                             f"{'; size comes from shape' if 'size' in unknown else ''})")
+        missing = [p for p in accepted if signature.parameters[p].default is inspect.Parameter.empty
+                   and p not in self.params]
+        if missing:
+            raise ValueError(f"params: numpy.random.Generator.{name} needs {', '.join(missing)}")
+        try:
+            draw = getattr(np.random.default_rng(0), name)(**self.params, size=(2, *self.shape))
+            as_datatype(np.asarray(draw), self.datatype)
+        except (TypeError, ValueError, OverflowError) as exc:
+            raise ValueError(f"{name} with params {self.params} and datatype {self.datatype}: "
+                             f"{exc}") from None
+        return self
+
+
+def as_datatype(values: np.ndarray, datatype: str) -> np.ndarray:
+    """``values`` as the OIP ``datatype`` (BYTES: an object array of str)."""
+    if datatype == "BYTES":
+        return np.array([str(v) for v in values.reshape(-1)], dtype=object).reshape(values.shape)
+    return values.astype(DTYPES[datatype])
+
 
 class CsvColumn(_Model):
     column: str
     datatype: str = "FP64"
+
+    @field_validator("datatype")
+    @classmethod
+    def _datatype(cls, v: str) -> str:
+        if v not in DTYPES:
+            raise ValueError(f"unknown datatype {v!r}")
+        return v
 
 
 class CsvReplay(_Model):
@@ -197,7 +241,14 @@ class Fault(_Model):
     def _typed_params(cls, data: Any) -> Any:
         if isinstance(data, dict) and data.get("type") in PARAMS:
             raw = data.get("params") or {}
-            data = {**data, "params": PARAMS[data["type"]].model_validate(raw)}
+            try:
+                params = PARAMS[data["type"]].model_validate(raw)
+            except ValidationError as exc:  # keep "params" in the location: faults.0.params.std
+                raise ValidationError.from_exception_data(exc.title, [
+                    {"type": e["type"], "loc": ("params", *e["loc"]), "input": e["input"],
+                     **({"ctx": e["ctx"]} if "ctx" in e else {})}
+                    for e in exc.errors()]) from None
+            data = {**data, "params": params}
         return data
 
     @model_validator(mode="after")
@@ -259,8 +310,8 @@ class Scenario(_Model):
         try:
             phases = Phases.model_validate({**self.phases.model_dump(), **counts})
         except ValidationError as exc:
-            raise ScenarioError("; ".join(f"{e['loc'][0]} {counts.get(str(e['loc'][0]))}: {e['msg']}"
-                                          for e in exc.errors())) from None
+            raise ScenarioError("; ".join(f"{e['loc'][0]} {counts.get(str(e['loc'][0]))}: "
+                                          f"{_message(e)}" for e in exc.errors())) from None
         scenario = self.model_copy(update={"phases": phases})
         _check_starts(scenario, self.name)
         return scenario
@@ -280,10 +331,20 @@ def load_scenario(path: str | Path) -> Scenario:
     try:
         scenario = Scenario.model_validate({**doc, "base": str(file.resolve().parent)})
     except ValidationError as exc:
-        problems = [f"{file}: {'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()]
+        problems = [f"{file}: {'.'.join(str(p) for p in e['loc'])}: {_message(e)}"
+                    for e in exc.errors()]
         raise ScenarioError("\n".join(problems)) from None
     _check_names(scenario, file)
     return scenario
+
+
+def _message(error: Any) -> str:
+    """A pydantic error's message without its "Value error, " (or "Assertion failed, ")."""
+    msg = str(error["msg"])
+    for prefix in ("Value error, ", "Assertion failed, "):
+        if msg.startswith(prefix):
+            return msg[len(prefix):]
+    return msg
 
 
 def _check_names(scenario: Scenario, file: Path) -> None:
@@ -306,12 +367,51 @@ def _check_names(scenario: Scenario, file: Path) -> None:
         if fault.ground_truth is not None and fault.ground_truth not in suspects:
             raise ScenarioError(f"{file}: faults.{i}.ground_truth {fault.ground_truth!r} is neither a "
                                 f"step nor a pipeline ({', '.join(sorted(suspects))})")
-        unknown = [t for t in getattr(fault.params, "tensors", None) or []
-                   if tensors is not None and t not in tensors]
-        if fault.step == INPUTS and unknown:
+        named = getattr(fault.params, "tensors", None) or []
+        known = tensors if fault.step == INPUTS else step_outputs(pipelines, fault.step)
+        unknown = [t for t in named if known is not None and t not in known]
+        if unknown and fault.step == INPUTS:
             raise ScenarioError(f"{file}: faults.{i}.params.tensors: {', '.join(unknown)} not among "
-                                f"the traffic's tensors ({', '.join(tensors or [])})")
+                                f"the traffic's tensors ({', '.join(known or [])})")
+        if unknown:
+            raise ScenarioError(f"{file}: faults.{i}.params.tensors: {', '.join(unknown)} not among "
+                                f"the tensors the pipelines read from {fault.step} "
+                                f"({', '.join(known or [])})")
     _check_starts(scenario, str(file))
+
+
+def _references(pipeline: Pipeline) -> list[tuple[str, bool]]:
+    """Every reference written in ``pipeline``, with whether it is external (names another
+    pipeline first: ``spec.input``)."""
+    refs: list[tuple[str, bool]] = []
+    for step in pipeline.steps:
+        refs += [(r, False) for r in (*step.inputs, *step.triggers, *step.tensor_map)]
+    if pipeline.output is not None:
+        refs += [(r, False) for r in (*pipeline.output.steps, *pipeline.output.tensor_map)]
+    if pipeline.input is not None:
+        refs += [(r, True) for r in (*pipeline.input.external_inputs,
+                                     *pipeline.input.external_triggers, *pipeline.input.tensor_map)]
+    return refs
+
+
+def step_outputs(pipelines: list[Pipeline], step: str) -> list[str] | None:
+    """The output tensors of ``step`` that the pipelines read, when every reference to its
+    outputs names a tensor (``step.outputs.T``); None when one reads them whole (``step``,
+    ``step.outputs``) or none reads them: then what it outputs is known only when it runs."""
+    homes = {p.name for p in pipelines if any(s.name == step for s in p.steps)}
+    found: list[str] = []
+    for pipeline in pipelines:
+        for text, external in _references(pipeline):
+            try:
+                ref = parse_ref(text, pipeline, external=external)
+            except RefError:
+                continue
+            if ref.step != step or ref.port != "outputs" or ref.pipeline not in homes:
+                continue
+            if ref.tensor is None:
+                return None
+            found.append(ref.tensor)
+    return list(dict.fromkeys(found)) or None
 
 
 def _traffic_tensors(scenario: Scenario, file: Path) -> list[str] | None:
@@ -332,7 +432,31 @@ def _traffic_tensors(scenario: Scenario, file: Path) -> list[str] | None:
     if missing:
         raise ScenarioError(f"{file}: traffic.csv: no column {', '.join(missing)} in {path} "
                             f"(it has {', '.join(header)})")
+    table = read_csv(path)
+    for name in traffic.csv.tensors:
+        csv_column(table, path, traffic.csv, name, where=f"{file}: ")
     return list(traffic.csv.tensors)
+
+
+def read_csv(path: Path) -> pd.DataFrame:
+    """A traffic CSV as the replay reads it (every cell as written: no NA guessing)."""
+    try:
+        return pd.read_csv(path, keep_default_na=False)
+    except (OSError, ValueError) as exc:
+        raise ScenarioError(f"cannot read traffic.csv.path {path}: {exc}") from None
+
+
+def csv_column(table: pd.DataFrame, path: Path, replay: CsvReplay, name: str,
+               where: str = "") -> np.ndarray:
+    """Column ``replay.tensors[name]`` of ``table`` in its datatype; a value that does not
+    convert is a :class:`ScenarioError` naming the tensor, column and file."""
+    column = replay.tensors[name]
+    values = table[column.column].to_numpy()
+    try:
+        return as_datatype(values, column.datatype)
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise ScenarioError(f"{where}traffic.csv.tensors.{name}: column {column.column!r} of {path} "
+                            f"is not {column.datatype}: {exc}") from None
 
 
 def _check_starts(scenario: Scenario, where: str) -> None:

@@ -16,16 +16,18 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pandas as pd
 
+from engine.steps import StepNotFound
 from scenarios.localise import localise
 from scenarios.result import ScenarioResult
-from scenarios.runner import execute
-from scenarios.spec import load_scenario
+from scenarios.runner import check, execute
+from scenarios.spec import Scenario, ScenarioError, load_scenario
 
 BUILTIN = Path(__file__).resolve().parent / "builtin"
 ALL = "ALL"
@@ -40,25 +42,68 @@ def discover(directory: Path) -> list[Path]:
     return files
 
 
-def run_suite(files: Sequence[Path], methods: Sequence[str], repeats: int, out: Path, *,
+def prepare(files: Sequence[Path], healthy: int | None = None,
+            incident: int | None = None) -> list[Scenario]:
+    """Every file loaded and checked with the counts it will run with (and everything a run
+    checks before it sends anything, :func:`scenarios.runner.check`), before the first run:
+    a bad file is found before any run's time is spent. Names must be unique: they name the
+    output directories and the table's rows. All problems are reported together."""
+    scenarios: list[Scenario] = []
+    problems: list[str] = []
+    first: dict[str, Path] = {}
+    for file in files:
+        try:
+            scenario = load_scenario(file).with_counts(healthy, incident)
+            check(scenario)
+        except (ScenarioError, StepNotFound) as exc:
+            text = str(exc)
+            problems.append(text if str(file) in text else f"{file}: {text}")
+            continue
+        if scenario.name in first:
+            problems.append(f"{file}: scenario name {scenario.name!r} is also the name in "
+                            f"{first[scenario.name]}: names in a suite must differ (they name "
+                            "its output directories and table rows)")
+            continue
+        first[scenario.name] = file
+        scenarios.append(scenario)
+    if problems:
+        raise ScenarioError("\n".join(problems))
+    return scenarios
+
+
+def run_suite(files: Sequence[Path] | Sequence[Scenario], methods: Sequence[str], repeats: int, out: Path, *,
               transport: str = "embedded", bootstrap: str | None = None,
               healthy: int | None = None, incident: int | None = None, requests: int = 0,
               log: Callable[[str], None] = lambda line: print(line, file=sys.stderr, flush=True),
+              results: list[ScenarioResult] | None = None,
+              after_run: Callable[[list[ScenarioResult]], None] | None = None,
               ) -> list[ScenarioResult]:
     """Run every scenario ``repeats`` times (seeds: the scenario's seed + 0, 1, ...), and
     rank each run with every method (and explain ``requests`` of its incident requests one
-    at a time with those that can)."""
-    results: list[ScenarioResult] = []
-    for file in files:
-        scenario = load_scenario(file).with_counts(healthy, incident)
+    at a time with those that can).
+
+    ``files`` are checked first, all of them (:func:`prepare`); scenarios already prepared
+    are taken as they are. The results of each finished run (one per method)
+    are appended to ``results`` (a new list if None) and ``after_run`` is called with it,
+    so a caller keeps every finished run if a later one fails or is interrupted."""
+    scenarios = ([f for f in files if isinstance(f, Scenario)]
+                 if all(isinstance(f, Scenario) for f in files)
+                 else prepare([Path(f) for f in files if not isinstance(f, Scenario)], healthy,
+                              incident))
+    names = [s.name for s in scenarios]
+    if len(set(names)) != len(names):
+        raise ScenarioError("scenario names in a suite must differ: "
+                            + ", ".join(sorted({n for n in names if names.count(n) > 1})))
+    results = [] if results is None else results
+    for scenario in scenarios:
         for repeat in range(repeats):
             seed = scenario.traffic.seed + repeat
             execution = asyncio.run(execute(scenario, out / scenario.name / f"seed-{seed}", seed=seed,
                                             transport=transport, bootstrap=bootstrap))
-            line = []
+            line, run = [], []
             for method in methods:
                 result = localise(execution, method, requests)
-                results.append(result)
+                run.append(result)
                 outcome = ("ok" if result.correct else "miss") if result.control else (
                     f"#{result.rank}" if result.rank else "miss")
                 if result.explained:
@@ -66,7 +111,10 @@ def run_suite(files: Sequence[Path], methods: Sequence[str], repeats: int, out: 
                     outcome += (f", {e['quiet']}/{e['requests']} requests quiet" if result.control
                                 else f", {e['named']}/{e['requests']} requests named")
                 line.append(f"{method} {outcome} ({result.seconds:.2f} s)")
+            results.extend(run)  # a run counts once every method has ranked it
             log(f"{scenario.name} seed {seed} ({execution.rate:,.0f} req/s): " + ", ".join(line))
+            if after_run is not None:
+                after_run(results)
     return results
 
 
@@ -141,13 +189,24 @@ def format_table(summary: pd.DataFrame) -> str:
     return "\n".join(out)
 
 
-def write(results: Sequence[ScenarioResult], summary: pd.DataFrame, out: Path) -> list[Path]:
-    """``suite_runs.csv``, ``suite_summary.csv`` and ``suite.json`` (both plus every result)."""
+def write(results: Sequence[ScenarioResult], summary: pd.DataFrame, out: Path, *,
+          partial: bool = False, planned: int | None = None) -> list[Path]:
+    """``suite_runs.csv``, ``suite_summary.csv`` and ``suite.json`` (both plus every result).
+
+    ``suite.json`` says whether the suite finished: ``partial`` (true while it runs, and
+    after a failure or an interrupt), ``runs`` (traffic runs finished, each ranked by every
+    method) and ``planned`` (runs the suite was to make). Each file is replaced whole, so
+    an interrupt never leaves half a file."""
     out.mkdir(parents=True, exist_ok=True)
     paths = [out / "suite_runs.csv", out / "suite_summary.csv", out / "suite.json"]
-    runs_frame(results).to_csv(paths[0], index=False)
-    summary.to_csv(paths[1], index=False)
-    doc = {"summary": json.loads(summary.to_json(orient="records")),
+    methods = len({r.method for r in results}) or 1
+    doc = {"partial": partial, "runs": len(results) // methods, "planned": planned,
+           "summary": json.loads(summary.to_json(orient="records")),
            "results": [r.to_json() for r in results]}
-    paths[2].write_text(json.dumps(doc, indent=2, default=str) + "\n")
+    texts = [runs_frame(results).to_csv(index=False), summary.to_csv(index=False),
+             json.dumps(doc, indent=2, default=str) + "\n"]
+    for path, text in zip(paths, texts, strict=True):
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(text)
+        os.replace(tmp, path)
     return paths

@@ -7,23 +7,30 @@ All three produce a batch of stacked tensors (first dimension = request) that
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import numpy as np
-import pandas as pd
 
-from engine.tensors import DTYPES
 from scenarios.faults import Arrays, load_code
-from scenarios.spec import CsvReplay, Generator, Scenario, TensorDistribution
+from scenarios.spec import (
+    CsvReplay,
+    Generator,
+    Scenario,
+    ScenarioError,
+    TensorDistribution,
+    as_datatype,
+    csv_column,
+    read_csv,
+)
 
 
-def _as_datatype(values: np.ndarray, datatype: str) -> np.ndarray:
-    if datatype == "BYTES":
-        return np.array([str(v) for v in values.reshape(-1)], dtype=object).reshape(values.shape)
-    return values.astype(DTYPES[datatype])
-
-
-def _sample(rng: np.random.Generator, n: int, spec: TensorDistribution) -> np.ndarray:
+def _sample(rng: np.random.Generator, n: int, name: str, spec: TensorDistribution) -> np.ndarray:
     draw = getattr(rng, spec.distribution)
-    return _as_datatype(np.asarray(draw(**spec.params, size=(n, *spec.shape))), spec.datatype)
+    try:
+        return as_datatype(np.asarray(draw(**spec.params, size=(n, *spec.shape))), spec.datatype)
+    except (TypeError, ValueError, OverflowError) as exc:  # checked at load: should not happen
+        raise ScenarioError(f"traffic.inputs.{name}: {spec.distribution} with params {spec.params} "
+                            f"and datatype {spec.datatype}: {exc}") from None
 
 
 def _rows(rng: np.random.Generator, n: int, size: int, order: str) -> np.ndarray:
@@ -36,19 +43,29 @@ def _rows(rng: np.random.Generator, n: int, size: int, order: str) -> np.ndarray
 
 
 def _replay(scenario: Scenario, rng: np.random.Generator, n: int, csv: CsvReplay) -> Arrays:
-    table = pd.read_csv(scenario.path(csv.path), keep_default_na=False)
+    path = scenario.path(csv.path)
+    table = read_csv(path)
+    if table.empty:
+        raise ScenarioError(f"traffic.csv.path {path}: no rows to replay")
     rows = _rows(rng, n, len(table), csv.order)
-    return {name: _as_datatype(table[col.column].to_numpy()[rows].reshape(n, 1), col.datatype)
-            for name, col in csv.tensors.items()}
+    return {name: csv_column(table, path, csv, name)[rows].reshape(n, 1) for name in csv.tensors}
 
 
 def _generate(scenario: Scenario, rng: np.random.Generator, n: int, gen: Generator) -> Arrays:
     function = load_code(gen.function, scenario.module)
-    batch = function(rng, n, **gen.params)
-    bad = [k for k, v in batch.items() if len(v) != n]
+    where = f"traffic.generator {gen.function}"
+    try:
+        batch = function(rng, n, **gen.params)
+    except Exception as exc:  # the scenario's own code: one line naming it, not a traceback
+        raise ScenarioError(f"{where} with params {gen.params} failed: "
+                            f"{type(exc).__name__}: {exc}") from None
+    if not isinstance(batch, Mapping):
+        raise ScenarioError(f"{where} returned {type(batch).__name__}, not a mapping of tensors")
+    arrays = {k: np.asarray(v) for k, v in batch.items()}
+    bad = [k for k, v in arrays.items() if v.ndim == 0 or len(v) != n]
     if bad:
-        raise ValueError(f"{gen.function} returned {', '.join(bad)} without {n} rows")
-    return dict(batch)
+        raise ScenarioError(f"{where} returned {', '.join(map(str, bad))} without {n} rows")
+    return arrays
 
 
 def batch(scenario: Scenario, n: int, seed: int) -> Arrays:
@@ -56,7 +73,7 @@ def batch(scenario: Scenario, n: int, seed: int) -> Arrays:
     traffic = scenario.traffic
     rng = np.random.default_rng(seed)
     if traffic.inputs is not None:
-        return {name: _sample(rng, n, spec) for name, spec in traffic.inputs.items()}
+        return {name: _sample(rng, n, name, spec) for name, spec in traffic.inputs.items()}
     if traffic.csv is not None:
         return _replay(scenario, rng, n, traffic.csv)
     assert traffic.generator is not None
