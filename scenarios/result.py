@@ -69,6 +69,9 @@ def label(result: ScenarioResult, name: str) -> str:
 
 
 def verdict(result: ScenarioResult) -> str:
+    if result.ranking.get("judged") is False:  # neither a fault nor "no fault" was claimed
+        return (f"{'not counted as correct' if result.control else 'missed'}: not enough data "
+                "to judge")
     if result.control:
         return "correct: no fault found" if result.no_fault else "false alarm: a fault was reported"
     if result.no_fault:

@@ -109,3 +109,15 @@ def test_format_ranking_marks_the_ground_truth() -> None:
     lines = text.splitlines()
     assert "<- ground truth" in lines[3] and " c " in lines[3]
     assert "ranked #3" in lines[-1]
+
+
+def test_a_ranking_that_could_not_judge_is_neither_quiet_nor_a_hit() -> None:
+    from dataclasses import replace
+
+    from scenarios.result import verdict
+
+    unjudged = {"judged": False, "verdict": "not enough data to judge"}
+    control = replace(result("c", "m", None, []), suspects=[], ranking=unjudged)
+    fault = replace(result("f", "m", None, ["b"]), suspects=[], ranking=unjudged)
+    assert not control.correct and verdict(control) == "not counted as correct: not enough data to judge"
+    assert fault.hit(1) is False and verdict(fault) == "missed: not enough data to judge"
