@@ -125,19 +125,22 @@ def _localise(args: argparse.Namespace) -> int:
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "localise", help="rank the steps that caused a shift between two windows (or one "
-        "bad request)", description=__doc__)
+        "bad request)", description="Rank the steps behind a shift between two windows, or "
+        "behind one bad request (--request).")
     p.add_argument("--pipeline", action="append", required=True, metavar="P.yaml",
                    help="pipeline spec; repeat for chained pipelines")
     p.add_argument("--reference", required=True, metavar="REF",
                    help="normal traffic: CSV file(s) (glob allowed) or store:PATH@T0..T1")
     p.add_argument("--incident", required=True, metavar="INC",
                    help="traffic to explain, same forms as --reference")
-    p.add_argument("--method", default="flowcause", choices=sorted(METHODS))
+    p.add_argument("--method", default="flowcause", choices=sorted(METHODS),
+                   help="ranking method")
     p.add_argument("--layout", metavar="FILE",
                    help="column layout of the data (e.g. causal/layouts/insurance_claims.yaml)")
     p.add_argument("--request", metavar="ID",
                    help="explain this one incident request (row id; for CSV the row number)")
-    p.add_argument("--format", choices=("text", "json"), default="text")
+    p.add_argument("--format", choices=("text", "json"), default="text",
+                   help="a table, or the ranking as JSON")
     p.add_argument("--top", type=_at_least_one, default=10, metavar="N",
                    help="rows of the text table (at least 1)")
     p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",

@@ -142,7 +142,8 @@ def register(subparsers: Any) -> None:
     p.add_argument("--layout", metavar="LAYOUT.yaml", help="column layout of the CSV files")
     p.add_argument("--method", default="flowcause", help="ranking method (one of causal.METHODS)")
     p.add_argument("--request", metavar="ID", help="request whose lineage the report shows")
-    p.add_argument("--out", required=True, metavar="FILE")
+    p.add_argument("--out", required=True, metavar="FILE",
+                   help="report file; its suffix (.html, .md, .json) sets the format")
     p.add_argument("--format", choices=["html", "json", "md"],
                    help="default: from the --out suffix, else html")
     p.set_defaults(func=cmd_report)
@@ -152,5 +153,5 @@ def register(subparsers: Any) -> None:
     p.add_argument("--pipeline", action="append", default=[], metavar="P.yaml",
                    help="pipeline spec file(s), for the DAG and root-cause pages (repeatable)")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
-    p.add_argument("--port", type=int, default=8501)
+    p.add_argument("--port", type=int, default=8501, help="port to serve on")
     p.set_defaults(func=cmd_dashboard)

@@ -17,8 +17,16 @@ from engine.spec import Pipeline, SpecError, load_pipelines
 from engine.steps import StepNotFound, StepRegistry
 from engine.validate import validate
 
-# Packages whose ``cli.register(subparsers)`` adds their sub-commands.
-COMMAND_MODULES: tuple[str, ...] = ("tracing.cli", "causal.cli", "scenarios.cli", "dashboard.cli")
+# The modules whose ``register(subparsers)`` adds sub-commands, and the commands each adds.
+# Only the chosen command's module is imported: the others pull in the causal methods,
+# Streamlit and the rest, seconds of start-up that ``validate``, ``run`` and ``serve`` do not
+# need. Without a known command (``--help``, a typo) every module is, to list them all.
+COMMAND_MODULES: dict[str, tuple[str, ...]] = {
+    "tracing.cli": ("traces",),
+    "causal.cli": ("localise",),
+    "scenarios.cli": ("run-scenario", "suite"),
+    "dashboard.cli": ("report", "dashboard"),
+}
 
 
 def _load_all(files: list[str]) -> list[Pipeline]:
@@ -170,18 +178,51 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
+class _DefaultsShown(argparse.HelpFormatter):
+    """Each option's help ends with its default, where it has one worth showing (not None,
+    False or empty) and the text does not already say it."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        if (action.default in (None, False, [], argparse.SUPPRESS) or "default" in text
+                or not action.option_strings and action.nargs != "?"):
+            return text
+        return f"{text} (default: %(default)s)".lstrip()
+
+
+class _Parser(argparse.ArgumentParser):
+    """Every sub-command's parser shows the defaults (:class:`_DefaultsShown`)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", _DefaultsShown)
+        super().__init__(*args, **kwargs)
+
+
+def _modules_for(argv: list[str] | None) -> list[str]:
+    """The command modules to import for ``argv``: the one that adds its command, else all."""
+    words = sys.argv[1:] if argv is None else argv
+    command = next((w for w in words if not w.startswith("-")), None)
+    owners = [m for m, commands in COMMAND_MODULES.items() if command in commands]
+    own = {"validate", "run", "serve"}
+    return [] if command in own else owners or list(COMMAND_MODULES)
+
+
+def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
+    """The parser for ``argv`` (default ``sys.argv[1:]``), with every command's options
+    where that command is run."""
     parser = argparse.ArgumentParser(
         prog="flowcause",
         description="Causal fault localisation and observability for ML dataflow pipelines.",
     )
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
+                                parser_class=_Parser)
     p = sub.add_parser("validate", help="check Pipeline YAML files; prints OK or each problem")
-    p.add_argument("files", nargs="+", metavar="FILE")
+    p.add_argument("files", nargs="+", metavar="FILE", help="Pipeline YAML files")
     p.set_defaults(func=cmd_validate)
 
     p = sub.add_parser("run", help="run pipelines on the embedded bus and print the output tensors")
-    p.add_argument("pipelines", nargs="+", metavar="PIPELINE.yaml")
+    p.add_argument("pipelines", nargs="+", metavar="PIPELINE.yaml",
+                   help="Pipeline YAML files (chained pipelines together)")
     p.add_argument("--models", required=True, metavar="MODULE",
                    help="module (dotted name or .py file) with the step code")
     p.add_argument("--input", required=True, metavar="REQUEST.json",
@@ -195,9 +236,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("serve", help="run pipelines on Kafka as one worker of a consumer group")
-    p.add_argument("pipelines", nargs="+", metavar="PIPELINE.yaml")
-    p.add_argument("--models", required=True, metavar="MODULE")
-    p.add_argument("--model", action="append", default=[], metavar="STEP=MODEL")
+    p.add_argument("pipelines", nargs="+", metavar="PIPELINE.yaml",
+                   help="Pipeline YAML files (chained pipelines together)")
+    p.add_argument("--models", required=True, metavar="MODULE",
+                   help="module (dotted name or .py file) with the step code")
+    p.add_argument("--model", action="append", default=[], metavar="STEP=MODEL",
+                   help="run MODEL's code for STEP (repeatable)")
     p.add_argument("--bootstrap", required=True, help="Kafka bootstrap servers, host:port")
     p.add_argument("--group", default="flowcause", help="consumer group shared by the workers")
     p.add_argument("--partitions", type=_at_least_one, default=4,
@@ -213,7 +257,7 @@ def build_parser() -> argparse.ArgumentParser:
                    metavar="MS",
                    help="with --exactly-once: how long the broker keeps a dead worker's "
                         "transaction open (and read_committed readers waiting); must exceed "
-                        "the longest poll (default 60000)")
+                        "the longest poll")
     p.add_argument("--step-inputs", action="store_true",
                    help="also write each step's joined inputs to model.<step>.inputs (Seldon layout)")
     p.add_argument("--trace-store", metavar="DIR",
@@ -227,14 +271,14 @@ def build_parser() -> argparse.ArgumentParser:
                         "(default: $FLOWCAUSE_TRACE_PROCESS)")
     p.set_defaults(func=cmd_serve)
 
-    for name in COMMAND_MODULES:
+    for name in _modules_for(argv):
         importlib.import_module(name).register(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     try:
-        args = build_parser().parse_args(argv)
+        args = build_parser(argv).parse_args(argv)
         return int(args.func(args))
     except (SpecError, PipelineInvalid, RequestError, StepNotFound, OSError,
             json.JSONDecodeError) as exc:
