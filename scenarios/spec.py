@@ -43,6 +43,12 @@ class _Model(BaseModel):
 
 
 # -- traffic ------------------------------------------------------------------------------
+def _known_datatype(cls: type, v: str) -> str:
+    if v not in DTYPES:
+        raise ValueError(f"unknown datatype {v!r}")
+    return v
+
+
 class TensorDistribution(_Model):
     """One input tensor drawn from ``numpy.random.Generator.<distribution>(**params)``."""
 
@@ -58,12 +64,7 @@ class TensorDistribution(_Model):
             raise ValueError(f"unknown distribution {v!r} (one of {', '.join(SAMPLERS)})")
         return v
 
-    @field_validator("datatype")
-    @classmethod
-    def _datatype(cls, v: str) -> str:
-        if v not in DTYPES:
-            raise ValueError(f"unknown datatype {v!r}")
-        return v
+    _datatype = field_validator("datatype")(_known_datatype)
 
     @model_validator(mode="after")
     def _draws(self) -> TensorDistribution:
@@ -103,12 +104,7 @@ class CsvColumn(_Model):
     column: str
     datatype: str = "FP64"
 
-    @field_validator("datatype")
-    @classmethod
-    def _datatype(cls, v: str) -> str:
-        if v not in DTYPES:
-            raise ValueError(f"unknown datatype {v!r}")
-        return v
+    _datatype = field_validator("datatype")(_known_datatype)
 
 
 class CsvReplay(_Model):
