@@ -426,3 +426,14 @@ def test_a_new_scenario_run_removes_the_previous_ones_store(tmp_path: Path,
     at.run()
     assert not at.exception, at.exception
     assert any(str(second / "store") in c.value for c in at.caption)
+
+
+def test_rca_page_shows_a_ranking_that_could_not_judge_as_a_warning(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Windows of 3 requests: nothing could be compared, which is neither "no fault" (a
+    success box) nor a suspect (an error box)."""
+    store, spec = small_store(tmp_path, [f"r{i}" for i in range(6)])
+    at = app(store, spec, monkeypatch, "rca", reference="first:3", incident="last:3")
+    assert not at.exception, at.exception
+    assert [w.value for w in at.warning if w.value.startswith("Not enough data to judge")]
+    assert not [s for s in at.success if "No fault found" in s.value]

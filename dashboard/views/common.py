@@ -9,6 +9,7 @@ from typing import Any
 import streamlit as st
 
 from dashboard.context import frame
+from dashboard.report import Report
 from dashboard.runs import scenario_run
 from dashboard.settings import Settings
 from tracing.store import TraceStore
@@ -46,3 +47,14 @@ def following(page: str, body: Callable[..., None], *args: Any) -> None:
                            key=f"{page}_follow",
                            help=f"re-read the trace store every {REFRESH_S:g} s while it is being written")
     st.fragment(body, run_every=REFRESH_S if on else None)(*args)
+
+
+def show_verdict(report: Report, text: str) -> None:
+    """The verdict in a box that says what kind it is: a warning when the ranking could not
+    judge (too few requests), an error for a suspect, a success for no fault."""
+    if not report.ranking.judged:
+        st.warning(text)
+    elif report.suspect is None:
+        st.success(text)
+    else:
+        st.error(text)

@@ -31,7 +31,7 @@ from dashboard.report import (
 )
 from dashboard.settings import Settings
 from dashboard.stats import stat_lines
-from dashboard.views.common import default_windows, pipelines_or_stop
+from dashboard.views.common import default_windows, pipelines_or_stop, show_verdict
 from dashboard.windows import WindowError, parse_window
 
 
@@ -105,7 +105,7 @@ def render(settings: Settings) -> None:
     source = report.comparison.source
     st.caption(f"reference: {source['reference']['requests']} requests, incident: "
                f"{source['incident']['requests']} requests; ranking took {report.ranking.seconds:.2f} s")
-    (st.success if report.suspect is None else st.error)(verdict(report))
+    show_verdict(report, verdict(report))
     notes = stat_lines(report.stats["incident"]) if report.stats else {}
     for spec in report.comparison.pipelines:
         st.image(dag_svg(step_graph(spec), notes=notes, ranks=graph_ranks(report, spec)), caption=spec.name)

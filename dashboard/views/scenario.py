@@ -31,6 +31,7 @@ from dashboard.dag import dag_svg, step_graph
 from dashboard.html_report import verdict
 from dashboard.report import graph_ranks, shift_methods
 from dashboard.settings import Settings
+from dashboard.views.common import show_verdict
 from dashboard.views.rca import ranking_table
 from scenarios.runner import Execution, execute
 from scenarios.spec import INPUT_FAULTS, INPUTS, PARAMS, Fault, Scenario, load_scenario
@@ -131,7 +132,7 @@ def live(run: LiveRun) -> None:
     except ValueError as exc:  # windows or a pipeline the ranking cannot use: the message says why
         st.error(str(exc))
         return
-    (st.success if report.suspect is None else st.error)(verdict(report))
+    show_verdict(report, verdict(report))
     for spec in report.comparison.pipelines:
         st.image(dag_svg(step_graph(spec), ranks=graph_ranks(report, spec)), caption=spec.name)
     st.dataframe(ranking_table(report), hide_index=True)
