@@ -192,6 +192,14 @@ class Engine:
                 routes[slot.topic].add(slot.pipeline, slot.origin, proc, i)
                 routes[self.topics.control(slot.pipeline)].add(slot.pipeline, slot.origin, proc, i)
         self.transport.prepare(self._all_topics(), self)
+        # Observers first: a record goes to a topic's handlers in the order they subscribed,
+        # and a step that reads the pipeline's inputs runs inside its handler; the observer
+        # must see the request arrive before that step has run, not after.
+        if self.observers:
+            for name in self.compiled.pipelines:
+                for port in ("inputs", "outputs"):
+                    self.transport.subscribe(self.topics.pipeline(name, port),
+                                             self._observer_tap(name, port))
         for topic, route in routes.items():
             self.transport.subscribe(topic, route)
         for name in self.compiled.pipelines:
@@ -200,10 +208,6 @@ class Engine:
                                          shared=False)
                 self.transport.subscribe(self.topics.control(name), self._on_control,
                                          shared=False)
-            if self.observers:
-                for port in ("inputs", "outputs"):
-                    self.transport.subscribe(self.topics.pipeline(name, port),
-                                             self._observer_tap(name, port))
         if self.results:
             self.transport.subscribe(self.topics.errors, self._on_error, shared=False)
         await self.transport.start()
