@@ -49,7 +49,7 @@ from aiokafka.errors import (
 from aiokafka.producer.message_accumulator import BatchBuilder
 
 from engine.lineage import Lineage, new_span_id, new_trace_id
-from engine.record import ERROR_TEXT_LIMIT, REFUSED_SUFFIX, Record, bounded_error
+from engine.record import ERROR_TEXT_LIMIT, FAILED_SUFFIX, REFUSED_SUFFIX, Record, bounded_error
 from engine.transport import Handler, Host
 
 log = logging.getLogger(__name__)
@@ -199,6 +199,7 @@ class KafkaTransport:
         self._work_task: asyncio.Task[None] | None = None
         self._helpers: list[asyncio.Task[None]] = []  # sender, committer, results reader
         self._errors_topic: str | None = None
+        self._control_topics: dict[str, str] = {}
         self._lock = asyncio.Lock()  # one batch (or one rebalance) at a time
         self._send_lock = asyncio.Lock()
         self._commit_lock = asyncio.Lock()
@@ -217,6 +218,9 @@ class KafkaTransport:
         self._topics = sorted(set(topics))
         self._host = host
         self._errors_topic = next((t for t in self._topics if t.endswith(".errors.errors")), None)
+        # pipeline -> its control topic (<prefix>.<namespace>.pipeline.<name>.control)
+        self._control_topics = {t.split(".")[-2]: t for t in self._topics
+                                if t.endswith(".control") and t.split(".")[-3] == "pipeline"}
 
     def subscribe(self, topic: str, handler: Handler, shared: bool = True) -> None:
         (self._work if shared else self._broadcast)[topic].append(handler)
@@ -238,8 +242,7 @@ class KafkaTransport:
         if len(value) > self.max_record_bytes:  # every kind: the broker would refuse it
             self.stats["oversized"] += 1
             if record.kind == "data":
-                self._publish_error(lin, f"record for {topic} is {len(value)} bytes, over the "
-                                         f"{self.max_record_bytes}-byte limit; dropped")
+                self._oversized(topic, record, len(value))
                 return
             # an error or absence notice: its text is what is large, and it must still go
             record = Record(lin, kind=record.kind, error=bounded_error(
@@ -261,6 +264,24 @@ class KafkaTransport:
             self._touched.append(batch.acked)
         self._unsent_records += 1
         self._send_due.set()
+
+    def _oversized(self, topic: str, record: Record, size: int) -> None:
+        """A node's output too large to produce is that node's failure, as if its step had
+        raised: an error record (origin ``<node>.errors``) and, in the record's place, an
+        absence notice on its pipeline's control topic, so that joins and the output stage
+        downstream decide at once, as on the embedded bus when a step fails."""
+        lin = record.lineage
+        reason = (f"record for {topic} is {size} bytes, over the {self.max_record_bytes}-byte "
+                  f"limit; dropped")
+        control = self._control_topics.get(lin.pipeline)
+        if self._errors_topic is None or control is None:
+            log.error("%s (no errors or control topic)", reason)
+            return
+        node = lin.step or lin.origin
+        error = lin.child(lin.pipeline, f"{node}{FAILED_SUFFIX}", lin.span_id, lin.parents,
+                          lin.generation, lin.visits)
+        self.publish(self._errors_topic, Record(error, kind="error", error=reason))
+        self.publish(control, Record(lin, kind="absent", error=f"error: {reason}"))
 
     def _publish_error(self, lineage: Lineage, reason: str) -> None:
         if self._errors_topic is None:

@@ -10,7 +10,11 @@ from typing import Any
 import numpy as np
 import pytest
 
+from engine.engine import Engine
+from engine.kafka import KafkaTransport
+from engine.spec import load_pipelines
 from engine.tensors import Tensor
+from engine.topics import Topics
 from tests.harness import Harness, transports
 
 PIPELINES = [
@@ -103,3 +107,33 @@ def test_an_output_stage_whose_join_window_closes_answers_with_its_own_error(
 
     res = asyncio.run(go())
     assert res.error == "outputs of pipeline 'late': join window closed waiting for slow.outputs"
+
+
+def big(inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    return {"b": np.zeros(50_000)}  # 400 kB: over the transport's limit in the test below
+
+
+@pytest.mark.parametrize("output, answer", [
+    ("good", None),  # off the output path: the answer is the output
+    ("big", "over the 100000-byte limit; dropped"),  # on it: the node's failure, at once
+])
+def test_an_output_too_large_for_kafka_is_its_steps_failure(
+        kafka_bootstrap: str, output: str, answer: str | None) -> None:
+    pipeline = {"metadata": {"name": "huge"},
+                "spec": {"steps": [{"name": "good"}, {"name": "big", "inputs": ["good.outputs.y"]}],
+                         "output": {"steps": [output]}}}
+
+    async def go() -> list[Any]:
+        topics = Topics(prefix=f"big{output}{np.random.default_rng().integers(1 << 30)}")
+        transport = KafkaTransport(kafka_bootstrap, group_id=topics.prefix, partitions=1,
+                                   max_record_bytes=100_000)
+        async with Engine(load_pipelines(pipeline), {"good": good, "big": big},
+                          transport=transport, topics=topics) as eng:
+            return [await eng.infer("huge", [Tensor("x", "FP64", np.array([float(i)]))],
+                                    timeout=20) for i in range(5)]
+
+    results = asyncio.run(go())
+    if answer is None:
+        assert [r.error for r in results] == [None] * 5
+    else:
+        assert all(r.error is not None and r.error.endswith(answer) for r in results), results
