@@ -57,27 +57,18 @@ def spec_problems(pipelines: Iterable[Pipeline]) -> list[str]:
     (:func:`engine.validate.validate`: file and line, pipeline, step, reference), and a
     cycle among a pipeline's steps, which ``allowCycles`` lets the engine run but leaves no
     causal order. Empty when there is nothing."""
-    from engine.validate import validate
+    from engine.validate import step_cycle, validate
 
     pipelines = list(pipelines)
     problems = validate(pipelines)
     if problems:
         return problems
     for p in pipelines:
-        deps = nx.DiGraph()
-        for s in p.steps:
-            deps.add_node(s.name)
-            for text in [*s.inputs, *s.triggers]:
-                ref = parse_ref(text, p)
-                if ref.step is not None:
-                    deps.add_edge(ref.step, s.name)
-        try:
-            cycle = nx.find_cycle(deps)
-        except nx.NetworkXNoCycle:
-            continue
-        path = " -> ".join([*(u for u, _ in cycle), cycle[0][0]])
-        problems.append(f"{p.where('spec', 'steps')}: pipeline {p.name!r} has a cycle ({path}); "
-                        "cyclic pipelines (allowCycles) cannot be localised")
+        cycle = step_cycle(p)
+        if cycle is not None:
+            problems.append(f"{p.where('spec', 'steps')}: pipeline {p.name!r} has a cycle "
+                            f"({' -> '.join(cycle)}); cyclic pipelines (allowCycles) cannot be "
+                            "localised")
     return problems
 
 

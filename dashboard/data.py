@@ -22,6 +22,7 @@ import pandas as pd
 
 from dashboard.windows import Window
 from engine.spec import Pipeline
+from engine.validate import step_cycle
 from tracing.store import TraceStore
 
 # the fewest requests of a window the ranking handles (causal.frames.MIN_ROWS, not imported
@@ -45,12 +46,13 @@ class CyclicPipeline(ValueError):
 
 
 def cyclic_problem(pipelines: Sequence[Pipeline]) -> str | None:
-    """Why ``pipelines`` cannot be ranked because of a loop; None if none allows cycles.
+    """Why ``pipelines`` cannot be ranked because of a loop; None if none has one.
 
     The causal ranking needs an acyclic graph: on a pipeline with a loop it would fail when
     the data shows the loop and rank on a wrong graph when it does not, so it is refused
-    from the spec, whatever the data."""
-    loops = [p.name for p in pipelines if p.spec.allow_cycles]
+    from the spec (a cycle among its steps, as ``flowcause localise`` refuses it; an
+    ``allowCycles: true`` without one is no loop), whatever the data."""
+    loops = [p.name for p in pipelines if p.spec.allow_cycles and step_cycle(p) is not None]
     if not loops:
         return None
     several = len(loops) > 1

@@ -41,7 +41,6 @@ def pipeline_problems(pipeline: Pipeline) -> list[str]:
     if not p.steps:
         problems.append(f"{p.where('spec')}: {head}: has no steps")
     seen: set[str] = set()
-    deps = nx.DiGraph()
     for i, step in enumerate(p.steps):
         owner = f"{head}: step {step.name!r}"
         problems += _name_problems(step.name, p.where("spec", "steps", i, "name"), owner)
@@ -50,7 +49,6 @@ def pipeline_problems(pipeline: Pipeline) -> list[str]:
         if step.name in seen:
             problems.append(f"{p.where('spec', 'steps', i, 'name')}: {owner}: two steps with the same name")
         seen.add(step.name)
-        deps.add_node(step.name)
         input_steps: set[str] = set()
         for field, refs in (("inputs", step.inputs), ("triggers", step.triggers)):
             for j, text in enumerate(refs):
@@ -61,7 +59,6 @@ def pipeline_problems(pipeline: Pipeline) -> list[str]:
                     continue
                 assert ref is not None
                 if ref.step is not None:
-                    deps.add_edge(ref.step, step.name)
                     if field == "inputs":
                         input_steps.add(ref.step)
                     elif ref.step in input_steps:
@@ -97,18 +94,32 @@ def pipeline_problems(pipeline: Pipeline) -> list[str]:
         problems += _tensor_map_problems(p, p.output.tensor_map, p.output.steps or sink_steps(p),
                                          p.where("spec", "output", "tensorMap"),
                                          f"{head}: spec.output", False)
-    if not p.spec.allow_cycles:
-        try:
-            cycle = nx.find_cycle(deps)
-        except nx.NetworkXNoCycle:
-            cycle = None
-        if cycle:
-            path = " -> ".join([*(u for u, _ in cycle), cycle[0][0]])
-            problems.append(
-                f"{p.where('spec', 'steps')}: {head}: has a cycle ({path}); set allowCycles: true "
-                "to allow it"
-            )
+    cycle = None if p.spec.allow_cycles else step_cycle(p)
+    if cycle is not None:
+        problems.append(f"{p.where('spec', 'steps')}: {head}: has a cycle "
+                        f"({' -> '.join(cycle)}); set allowCycles: true to allow it")
     return problems
+
+
+def step_cycle(pipeline: Pipeline) -> list[str] | None:
+    """The steps along a cycle of ``pipeline``'s step graph (inputs and triggers), first
+    step repeated at the end; None if it has none (references that do not resolve are left
+    out: :func:`pipeline_problems` reports them)."""
+    deps = nx.DiGraph()
+    for step in pipeline.steps:
+        deps.add_node(step.name)
+        for text in (*step.inputs, *step.triggers):
+            try:
+                ref = parse_ref(text, pipeline) if isinstance(text, str) else None
+            except RefError:
+                continue
+            if ref is not None and ref.step is not None and ref.pipeline == pipeline.name:
+                deps.add_edge(ref.step, step.name)
+    try:
+        cycle = nx.find_cycle(deps)
+    except nx.NetworkXNoCycle:
+        return None
+    return [*(u for u, _ in cycle), cycle[0][0]]
 
 
 def _name_problems(name: str, where: str, owner: str) -> list[str]:

@@ -437,3 +437,19 @@ def test_rca_page_shows_a_ranking_that_could_not_judge_as_a_warning(
     assert not at.exception, at.exception
     assert [w.value for w in at.warning if w.value.startswith("Not enough data to judge")]
     assert not [s for s in at.success if "No fault found" in s.value]
+
+
+def test_allow_cycles_without_a_cycle_is_ranked_as_localise_ranks_it() -> None:
+    """The dashboard and ``flowcause report`` refuse what ``flowcause localise`` refuses: a
+    cycle among the steps, not the ``allowCycles`` flag alone."""
+    from causal.graph import spec_problems
+
+    (no_loop,) = load_pipelines({"metadata": {"name": "flat"}, "spec": {
+        "allowCycles": True, "steps": [{"name": "a"}, {"name": "b", "inputs": ["a"]}]}})
+    (loop,) = load_pipelines({"metadata": {"name": "round"}, "spec": {
+        "allowCycles": True, "maxStepRevisits": 2,
+        "steps": [{"name": "a", "inputs": ["round.inputs", "b"], "inputsJoinType": "any"},
+                  {"name": "b", "inputs": ["a"]}],
+        "output": {"steps": ["a"]}}})
+    assert cyclic_problem([no_loop]) is None and spec_problems([no_loop]) == []
+    assert cyclic_problem([loop]) is not None and spec_problems([loop]) != []
