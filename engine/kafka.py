@@ -49,7 +49,13 @@ from aiokafka.errors import (
 from aiokafka.producer.message_accumulator import BatchBuilder
 
 from engine.lineage import Lineage, new_span_id, new_trace_id
-from engine.record import ERROR_TEXT_LIMIT, FAILED_SUFFIX, REFUSED_SUFFIX, Record, bounded_error
+from engine.record import (
+    ERROR_TEXT_LIMIT,
+    REFUSED_SUFFIX,
+    Record,
+    bounded_error,
+    failure_records,
+)
 from engine.transport import Handler, Host
 
 log = logging.getLogger(__name__)
@@ -277,11 +283,9 @@ class KafkaTransport:
         if self._errors_topic is None or control is None:
             log.error("%s (no errors or control topic)", reason)
             return
-        node = lin.step or lin.origin
-        error = lin.child(lin.pipeline, f"{node}{FAILED_SUFFIX}", lin.span_id, lin.parents,
-                          lin.generation, lin.visits)
-        self.publish(self._errors_topic, Record(error, kind="error", error=reason))
-        self.publish(control, Record(lin, kind="absent", error=f"error: {reason}"))
+        error, notice = failure_records(lin, lin.step or lin.origin, lin.origin, reason)
+        self.publish(self._errors_topic, error)
+        self.publish(control, notice)
 
     def _publish_error(self, lineage: Lineage, reason: str) -> None:
         if self._errors_topic is None:

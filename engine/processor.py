@@ -21,7 +21,7 @@ from engine.compile import NodePlan
 from engine.join import FIRE, SKIP, JoinTable, Key, Outcome, absence_reason
 from engine.lineage import Lineage, new_span_id
 from engine.observe import Observer, StepEvent
-from engine.record import FAILED_SUFFIX, REFUSED_SUFFIX, Record, bounded_error
+from engine.record import REFUSED_SUFFIX, Record, bounded_error, failure_records
 from engine.steps import RunnableStep, cancelled_by_engine
 from engine.tensors import Tensor
 
@@ -165,13 +165,9 @@ class NodeProcessor:
                              f"of pipeline {plan.pipeline!r}: {message}")
         base = lineage or self.out_lineage(key, example, plan.origin, new_span_id(),
                                            (example.lineage.record_id,))
-        err_lineage = base.child(plan.pipeline, f"{plan.name}{FAILED_SUFFIX}", base.span_id,
-                                 base.parents, key[1], base.visits)
-        self.publish(self.errors_topic, Record(err_lineage, kind="error", error=text))
-        # the notice keeps the visits: in a cycle, joins key it to its generation
-        notice = base.child(plan.pipeline, plan.origin, base.span_id, base.parents, key[1],
-                            base.visits)
-        self.publish(self.control_topic, Record(notice, kind="absent", error=f"error: {text}"))
+        error, notice = failure_records(base, plan.name, plan.origin, text)
+        self.publish(self.errors_topic, error)
+        self.publish(self.control_topic, notice)
         if self.observers and plan.kind == "step":
             self.notify(StepEvent(plan.pipeline, plan.name, status, base,
                                   parent_spans or (example.lineage.span_id,), inputs=inputs,

@@ -157,6 +157,19 @@ class Record:
 _BYTES = _DATATYPE_CODE["BYTES"]
 
 
+def failure_records(lineage: Lineage, node: str, origin: str, text: str) -> tuple[Record, Record]:
+    """A node's failure as every transport reports it: the error record (origin
+    ``<node>.errors``) and, in place of the record the node did not make, an absence notice
+    (origin ``origin``, text ``error: ...``), both with ``lineage``'s parents and visits (in a
+    cycle, joins key the notice to its generation)."""
+    def at(where: str) -> Lineage:
+        return lineage.child(lineage.pipeline, where, lineage.span_id, lineage.parents,
+                             lineage.generation, lineage.visits)
+
+    return (Record(at(f"{node}{FAILED_SUFFIX}"), kind="error", error=text),
+            Record(at(origin), kind="absent", error=f"error: {text}"))
+
+
 def _pack_bytes(array: np.ndarray) -> bytes:
     parts: list[bytes] = []
     for v in array.reshape(-1).tolist():
