@@ -115,8 +115,7 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
     try:
         _load(args.pipeline)
     except SpecError as exc:
-        problems = "; ".join(line.strip() for line in str(exc).splitlines() if line.strip())
-        print(f"flowcause dashboard: {problems}", file=sys.stderr)
+        print(f"flowcause dashboard: {exc.one_line()}", file=sys.stderr)
         return 2
     settings = Settings(str(Path(args.store).resolve()), tuple(str(Path(p).resolve()) for p in args.pipeline))
     print(f"flowcause dashboard on http://{args.host}:{args.port}/ (Ctrl-C stops it)", flush=True)

@@ -40,14 +40,9 @@ def settings_specs(settings: Settings) -> dict[str, Pipeline]:
     try:
         return specs(settings.pipeline_files, settings.store)
     except SpecError as exc:
-        st.error(f"pipeline spec: {one_line(str(exc))}")
+        st.error(f"pipeline spec: {exc.one_line()}")
         st.stop()
         raise  # not reached: st.stop raises
-
-
-def one_line(text: str) -> str:
-    """A multi-line message (one line per problem) on one line."""
-    return "; ".join(line.strip() for line in text.splitlines() if line.strip())
 
 
 def store_version(store: str) -> int:

@@ -129,7 +129,12 @@ class Pipeline(BaseModel):
 
 
 class SpecError(ValueError):
-    """A pipeline document that cannot be turned into a :class:`Pipeline`."""
+    """A pipeline document that cannot be turned into a :class:`Pipeline` (one line per
+    problem)."""
+
+    def one_line(self) -> str:
+        """The problems on one line, ``; ``-separated."""
+        return "; ".join(line.strip() for line in str(self).splitlines() if line.strip())
 
 
 def _line_index(node: yaml.Node, path: YamlPath, out: dict[YamlPath, int]) -> None:
