@@ -12,6 +12,7 @@ from pathlib import Path
 from causal import METHODS, explain_request, graph_for, localise, make_method
 from causal.frames import WindowError, read_window
 from causal.graph import GraphError, spec_problems
+from engine.cli import at_least_one
 from engine.spec import load_pipelines
 
 MODES = {"shift": "compare two windows", "anomaly": "explain one request (--request)"}
@@ -24,13 +25,6 @@ class OptionError(ValueError):
 class SpecProblem(ValueError):
     """Pipelines that cannot be localised (they do not validate, or have a cycle): exit 2,
     as ``flowcause run`` refuses pipelines that do not validate."""
-
-
-def _at_least_one(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
 
 
 def _options(pairs: list[str]) -> dict[str, object]:
@@ -141,7 +135,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="explain this one incident request (row id; for CSV the row number)")
     p.add_argument("--format", choices=("text", "json"), default="text",
                    help="a table, or the ranking as JSON")
-    p.add_argument("--top", type=_at_least_one, default=10, metavar="N",
+    p.add_argument("--top", type=at_least_one, default=10, metavar="N",
                    help="rows of the text table (at least 1)")
     p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
                    help="method option, e.g. alpha=0.05 or num_samples=500 (repeatable)")

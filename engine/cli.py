@@ -103,8 +103,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0 if all("error" not in o for o in out) else 1
 
 
-def _at_least_one(text: str) -> int:
-    """A whole number, at least 1 (``serve --partitions``, ``--transaction-timeout-ms``)."""
+def at_least_one(text: str) -> int:
+    """A whole number, at least 1, as an argparse type (``serve --partitions``,
+    ``--transaction-timeout-ms``, ``localise --top``)."""
     try:
         value = int(text)
     except ValueError:
@@ -244,7 +245,7 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
                    help="run MODEL's code for STEP (repeatable)")
     p.add_argument("--bootstrap", required=True, help="Kafka bootstrap servers, host:port")
     p.add_argument("--group", default="flowcause", help="consumer group shared by the workers")
-    p.add_argument("--partitions", type=_at_least_one, default=4,
+    p.add_argument("--partitions", type=at_least_one, default=4,
                    help="partitions of every topic (at least 1)")
     p.add_argument("--prefix", default="seldon", help="topic prefix")
     p.add_argument("--namespace", default="default", help="topic namespace")
@@ -253,7 +254,7 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
                    help="with --exactly-once: a name unique in the group and kept across "
                         "restarts (e.g. a StatefulSet pod name); a restarted worker then aborts "
                         "its predecessor's open transaction at once (default: random)")
-    p.add_argument("--transaction-timeout-ms", type=_at_least_one, default=60000,
+    p.add_argument("--transaction-timeout-ms", type=at_least_one, default=60000,
                    metavar="MS",
                    help="with --exactly-once: how long the broker keeps a dead worker's "
                         "transaction open (and read_committed readers waiting); must exceed "
