@@ -366,13 +366,11 @@ def _check_names(scenario: Scenario, file: Path) -> None:
         named = getattr(fault.params, "tensors", None) or []
         known = tensors if fault.step == INPUTS else step_outputs(pipelines, fault.step)
         unknown = [t for t in named if known is not None and t not in known]
-        if unknown and fault.step == INPUTS:
-            raise ScenarioError(f"{file}: faults.{i}.params.tensors: {', '.join(unknown)} not among "
-                                f"the traffic's tensors ({', '.join(known or [])})")
         if unknown:
+            among = ("the traffic's tensors" if fault.step == INPUTS
+                     else f"the tensors the pipelines read from {fault.step}")
             raise ScenarioError(f"{file}: faults.{i}.params.tensors: {', '.join(unknown)} not among "
-                                f"the tensors the pipelines read from {fault.step} "
-                                f"({', '.join(known or [])})")
+                                f"{among} ({', '.join(known or [])})")
     _check_starts(scenario, str(file))
 
 
