@@ -99,6 +99,17 @@ class CompiledPipelines:
     topics: Topics
     control_topics: dict[str, str] = field(default_factory=dict)
 
+    def input_tensors_read(self, pipeline: str) -> frozenset[str]:
+        """The tensors that ``pipeline``'s steps and output stage name in references to its
+        own inputs (``P.inputs.T``, as inputs or triggers); a whole ``P.inputs`` names none."""
+        return frozenset(
+            name
+            for node in self.nodes if node.pipeline == pipeline and node.kind != "inputs"
+            for slot in node.slots if slot.pipeline == pipeline and slot.origin == "inputs"
+            for pick in slot.input_picks + slot.trigger_picks if pick.tensors
+            for name in pick.tensors
+        )
+
     def node(self, pipeline: str, name: str) -> NodePlan:
         for n in self.nodes:
             if n.pipeline == pipeline and n.name == name:

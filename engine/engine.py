@@ -468,10 +468,25 @@ class Engine:
         future = self.expect(lin.request_id, result_of or pipeline, lin.trace_id)
         self.submit(record)
         try:
-            return await asyncio.wait_for(future, timeout)
+            result = await asyncio.wait_for(future, timeout)
         except BaseException:  # timed out or cancelled: the waiter leaves
             self.forget(lin.request_id, future)
             raise
+        return result if result.ok else self._with_missing_inputs(result, record)
+
+    def _with_missing_inputs(self, result: InferenceResult, request: Record) -> InferenceResult:
+        """An error answer, plus the input tensors the pipeline's steps name that the request
+        lacks. A step whose named input is absent does not run (Seldon's routing semantics),
+        so a misspelt tensor name would otherwise read only as "branch not taken"."""
+        given = {t.name for t in request.tensors}
+        missing = self.compiled.input_tensors_read(request.lineage.pipeline) - given
+        if not missing:
+            return result
+        return dataclasses.replace(result, error=(
+            f"{result.error}; note: the request has no tensor "
+            f"{', '.join(repr(m) for m in sorted(missing))}, which "
+            f"{request.lineage.pipeline!r} reads from its inputs "
+            f"(the request's tensors: {', '.join(repr(g) for g in sorted(given)) or 'none'})"))
 
     def in_flight(self, request_id: str) -> bool:
         """True while a client waits for an answer to a request with this id."""

@@ -16,6 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from engine.cli import main as cli_main
+from engine.compile import compile_pipelines
 from engine.embedded import EmbeddedBus
 from engine.engine import Engine, RequestError
 from engine.lineage import Lineage, new_request_id, new_span_id, new_trace_id
@@ -142,6 +143,42 @@ def test_routed_branches_resolve_without_waiting_for_the_window() -> None:
         assert neg.outputs[0].data.tolist() == [-3.0]
 
     run(main())
+
+
+def test_error_answer_names_the_input_tensors_the_request_lacks() -> None:
+    """A misspelt input tensor is a branch not taken (the step that names it does not run);
+    the answer says which tensor the request lacks. A branch not taken with every input
+    present gets no such note."""
+    steps = [
+        {"name": "router", "inputs": ["p.inputs.x"]},
+        {"name": "left", "inputs": ["router.outputs.l"]},
+    ]
+    code = {"router": lambda x: {"l": x["x"]} if x["x"][0] > 0 else {"r": x["x"]},
+            "left": lambda x: {"a": x["l"]}}
+
+    async def main() -> None:
+        async with Engine(one_step(steps=steps, output=["left"]), code) as eng:
+            misspelt = await eng.infer("p", {"inputs": [fp("X", [1.0])]}, timeout=5)
+            routed = await eng.infer("p", {"inputs": [fp("x", [-1.0])]}, timeout=5)
+            good = await eng.infer("p", {"inputs": [fp("x", [1.0])]}, timeout=5)
+        assert not misspelt.ok and "branch not taken" in misspelt.error
+        assert ("the request has no tensor 'x', which 'p' reads from its inputs "
+                "(the request's tensors: 'X')") in misspelt.error
+        assert not routed.ok and "branch not taken" in routed.error
+        assert "no tensor" not in routed.error
+        assert good.ok and good.outputs[0].data.tolist() == [1.0]
+
+    run(main())
+
+
+def test_input_tensors_read_are_those_named_on_the_pipeline_inputs() -> None:
+    pipes = load_pipelines({"metadata": {"name": "p"}, "spec": {
+        "steps": [{"name": "a", "inputs": ["p.inputs.x"], "triggers": ["p.inputs.go"]},
+                  {"name": "b", "inputs": ["p.inputs"]},
+                  {"name": "c", "inputs": ["a.outputs.y", "p.inputs.z"],
+                   "tensorMap": {"p.inputs.z": "zz"}}],
+        "output": {"steps": ["b", "c"]}}})
+    assert compile_pipelines(pipes).input_tensors_read("p") == {"x", "go", "z"}
 
 
 def test_joins_remember_only_keys_whose_partners_may_still_come() -> None:
