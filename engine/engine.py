@@ -27,7 +27,7 @@ from engine.processor import NodeProcessor, PortProcessor, StepProcessor
 from engine.record import FAILED_SUFFIX, Record
 from engine.spec import Pipeline
 from engine.steps import StepRegistry
-from engine.tensors import Tensor, TensorError, tensors_from_json
+from engine.tensors import Tensor, TensorError, carried, tensors_from_json
 from engine.topics import Topics
 from engine.transport import Transport
 
@@ -404,6 +404,10 @@ class Engine:
                     others = {type(t).__name__ for t in tensors if not isinstance(t, Tensor)}
                     raise RequestError(f"request to {pipeline!r}: expected Tensor objects, "
                                        f"got {', '.join(sorted(others))}")
+            try:
+                tensors = carried(tensors)
+            except TensorError as exc:
+                raise RequestError(f"request to {pipeline!r}: {exc}") from None
         else:
             raise RequestError(f"request to {pipeline!r}: expected OIP v2 JSON (a mapping) or "
                                f"tensors, got {type(request).__name__}")

@@ -148,6 +148,27 @@ class Tensor:
         return out
 
 
+def carried(tensors: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
+    """A request's tensors as every transport carries them, each checked as a step's own
+    Tensor is (:func:`_checked`; TensorError otherwise): the same tuple when they already
+    are, the common case, found without a call per tensor."""
+    for tensor in tensors:
+        data = tensor.data
+        if type(data) is not np.ndarray or tensor.parameters is not None:
+            break
+        dtype = data.dtype
+        if type(tensor.datatype) is not str or dtype is not DTYPES.get(tensor.datatype):
+            break  # an identity test: numpy's dtypes of native byte order are singletons
+        if dtype is _OBJECT and not all(type(v) is str or type(v) is bytes for v in data.flat):
+            break
+    else:
+        return tensors
+    return tuple(_checked(t.name, t) for t in tensors)
+
+
+_OBJECT = np.dtype(object)
+
+
 def _check_bytes(name: str, array: np.ndarray) -> None:
     if not all(isinstance(v, (bytes, str)) for v in array.flat):
         raise TensorError(f"tensor {name!r}: object array holds values that are not bytes/str")

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from engine.embedded import EmbeddedBus
-from engine.engine import Engine
+from engine.engine import Engine, RequestError
 from engine.kafka import KafkaTransport
 from engine.record import Record
 from engine.spec import load_pipelines
@@ -207,6 +207,32 @@ def test_to_tensors_normalises_numpy_string_arrays_like_the_kafka_decoding() -> 
     for mine, kafka in zip(tensors, decoded, strict=True):
         assert mine.datatype == kafka.datatype == "BYTES"
         assert described(mine.data) == described(kafka.data)
+
+
+# -- a request's own tensors: the same checks, before the request is sent -------------------
+
+def test_a_request_tensor_no_transport_carries_as_it_is_is_refused() -> None:
+    engine = Engine(load_pipelines(PIPELINE), {"s": lambda x: x, "t": lambda x: x})
+    for bad, message in [
+        (Tensor("x", "INT8", np.array([2.7])), "datatype INT8 needs dtype int8"),
+        (Tensor("x", "FP64", [1.0]), "data is a list, not a numpy array"),  # type: ignore[arg-type]
+        (Tensor("x", "FP9", np.array([1.0])), "unknown datatype 'FP9'"),
+        (Tensor("x", "BYTES", np.array([1, 2], dtype=object)), "not bytes/str"),
+        (Tensor("x", "FP64", np.array([1.0]), {"k": object()}), "parameters"),
+    ]:
+        with pytest.raises(RequestError, match="request to 'outs': tensor 'x': ") as exc:
+            engine.make_request("outs", [Tensor("ok", "FP64", np.array([0.0])), bad])
+        assert message in str(exc.value)
+
+
+def test_a_request_tensor_is_normalised_like_a_step_output_or_kept_as_it_is() -> None:
+    engine = Engine(load_pipelines(PIPELINE), {"s": lambda x: x, "t": lambda x: x})
+    good = (Tensor("x", "FP64", np.array([1.0])), Tensor("b", "BYTES", np.array(["a"], object)))
+    assert engine.make_request("outs", good).tensors is good
+    (text,) = engine.make_request("outs", [Tensor("u", "BYTES", np.array(["a", "bc"]))]).tensors
+    assert text.data.dtype == object and text.data.tolist() == ["a", "bc"]
+    (scalar,) = engine.make_request("outs", [Tensor("f", "FP64", np.float64(2.5))]).tensors
+    assert scalar.data.shape == () and scalar.data.dtype == np.float64
 
 
 def _lineage() -> Any:
