@@ -23,7 +23,9 @@ from engine.record import Record
 from engine.spec import JoinType
 from engine.tensors import Tensor
 
-Key = tuple[str, int]  # (request id, generation)
+# (request id, generation, trace id): a request sent again with the same id but in a trace of
+# its own (a retry after the client gave up) joins apart from the first attempt
+Key = tuple[str, int, str]
 
 UPSTREAM_FAILED = "upstream "  # how a skip caused by a failure upstream begins
 _FAILED_SKIP = f"skipped: {UPSTREAM_FAILED}"

@@ -52,8 +52,9 @@ class NodeProcessor:
                       and not self.picks[0].renames)
         self.table = JoinTable(plan)
         self.batcher: Batcher | None = None
-        # decided keys -> the trace id of the request that decided them (redelivery dedupe)
-        self.seen: OrderedDict[Key, str] | None = None
+        # decided (request id, generation) -> the trace id of the request that decided them
+        # (redelivery dedupe, and ids reused in another trace refused)
+        self.seen: OrderedDict[tuple[str, int], str] | None = None
         self._timer: asyncio.TimerHandle | None = None
         self.tasks: set[asyncio.Task[Any]] = set()
 
@@ -61,15 +62,17 @@ class NodeProcessor:
     def on_record(self, slot: int, record: Record) -> None:
         """A data record or absence notice for ``slot`` (already filtered by pipeline)."""
         lineage = record.lineage
-        key = (lineage.request_id, lineage.visits.get(self.plan.name, 0) if lineage.visits else 0)
+        key = (lineage.request_id, lineage.visits.get(self.plan.name, 0) if lineage.visits else 0,
+               lineage.trace_id)
         if self.single:  # one slot, no triggers: no join state at all
             if self.seen is not None:
-                trace = self.seen.get(key)
+                decided = key[:2]
+                trace = self.seen.get(decided)
                 if trace is not None:
                     if trace != lineage.trace_id and record.kind == "data":
                         self.reused(key, record, trace)
                     return  # a redelivered record whose decision was already made
-                self.seen[key] = lineage.trace_id
+                self.seen[decided] = lineage.trace_id
                 if len(self.seen) > SEEN_LIMIT:
                     self.seen.popitem(last=False)
             if record.kind != "data":

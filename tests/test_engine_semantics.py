@@ -145,6 +145,31 @@ def test_routed_branches_resolve_without_waiting_for_the_window() -> None:
     run(main())
 
 
+def test_a_retry_with_the_same_id_joins_apart_from_the_attempt_it_replaces() -> None:
+    """The client gives up on request r while its slow partner is still on the way, and
+    sends r again: the retry joins its own records (docs: it gets its own answer), not the
+    first attempt's, whose partner dropped the retry's record as a duplicate before."""
+    steps = [{"name": "a"}, {"name": "b"},
+             {"name": "c", "inputs": ["a.outputs.va", "b.outputs.vb"], "joinWindowMs": 2000}]
+
+    async def slow_b(x: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        await asyncio.sleep(0.3)
+        return {"vb": x["x"] + 1000}
+
+    code = {"a": lambda x: {"va": x["x"] + 1}, "b": slow_b,
+            "c": lambda x: {"out": x["va"] + x["vb"]}}
+
+    async def main() -> None:
+        async with Engine(one_step(steps=steps, output=["c"]), code) as eng:
+            with pytest.raises(TimeoutError):
+                await eng.infer("p", {"id": "r", "inputs": [fp("x", [1.0])]}, timeout=0.1)
+            retry = await eng.infer("p", {"id": "r", "inputs": [fp("x", [5.0])]}, timeout=5)
+        assert retry.ok, retry.error
+        assert retry.outputs[0].data.tolist() == [1011.0]  # (5 + 1) + (5 + 1000)
+
+    run(main())
+
+
 def test_error_answer_names_the_input_tensors_the_request_lacks() -> None:
     """A misspelt input tensor is a branch not taken (the step that names it does not run);
     the answer says which tensor the request lacks. A branch not taken with every input
