@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from engine.compile import DEFAULT_BATCH_WINDOW_MS
-from engine.steps import cancelled_by_engine
+from engine.steps import InputNameClash, cancelled_by_engine
 from engine.tensors import Tensor
 
 if TYPE_CHECKING:
@@ -24,24 +24,30 @@ class BatchError(ValueError):
 
 def stack(runs: list[Run]) -> tuple[dict[str, np.ndarray], list[int]]:
     """Concatenate each input tensor along dim 0; returns the arrays and each run's rows."""
-    names = [t.name for t in runs[0].tensors]
-    # same names and datatypes: concatenating FP32 with FP64 would turn both into FP64
-    kinds = {t.name: t.datatype for t in runs[0].tensors}
+    first = {t.name: t for t in runs[0].tensors}
+    # same names and datatypes (concatenating FP32 with FP64 would turn both into FP64), and
+    # the same shapes beyond dimension 0
+    kinds = sorted((n, t.datatype) for n, t in first.items())
     sizes = []
-    columns: dict[str, list[np.ndarray]] = {n: [] for n in names}
+    columns: dict[str, list[np.ndarray]] = {n: [] for n in first}
     for run in runs:
-        tensors = {t.name: t.data for t in run.tensors}
-        theirs = {t.name: t.datatype for t in run.tensors}
+        tensors = {t.name: t for t in run.tensors}
+        if len(tensors) != len(run.tensors):
+            raise InputNameClash(run.tensors)
+        theirs = sorted((n, t.datatype) for n, t in tensors.items())
         if theirs != kinds:
-            raise BatchError(f"batched requests carry different tensors: {sorted(theirs.items())} "
-                             f"vs {sorted(kinds.items())}")
-        rows = {a.shape[0] if a.ndim else -1 for a in tensors.values()}
+            raise BatchError(f"batched requests carry different tensors: {theirs} vs {kinds}")
+        rows = {t.data.shape[0] if t.data.ndim else -1 for t in tensors.values()}
         if len(rows) != 1 or -1 in rows:
             raise BatchError("every batched tensor needs the same dimension 0")
         sizes.append(rows.pop())
-        for n in names:
-            columns[n].append(tensors[n])
-    return {n: np.concatenate(columns[n], axis=0) for n in names}, sizes
+        for n, t in tensors.items():
+            if t.data.shape[1:] != first[n].data.shape[1:]:
+                raise BatchError(f"batched requests' tensor {n!r} differ in shape beyond dimension "
+                                 f"0: {list(t.data.shape)} vs {list(first[n].data.shape)} (a batch "
+                                 "is stacked along dimension 0)")
+            columns[n].append(t.data)
+    return {n: np.concatenate(columns[n], axis=0) for n in first}, sizes
 
 
 def split(outputs: tuple[Tensor, ...], sizes: list[int]) -> list[tuple[Tensor, ...]]:

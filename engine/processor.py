@@ -22,7 +22,7 @@ from engine.join import FIRE, SKIP, JoinTable, Key, Outcome, absence_reason
 from engine.lineage import Lineage, new_span_id
 from engine.observe import Observer, StepEvent
 from engine.record import REFUSED_SUFFIX, Record, bounded_error, failure_records
-from engine.steps import RunnableStep, cancelled_by_engine
+from engine.steps import InputNameClash, RunnableStep, cancelled_by_engine
 from engine.tensors import Tensor
 
 Publish = Callable[[str, Record], None]
@@ -237,7 +237,10 @@ def step_inputs(tensors: tuple[Tensor, ...]) -> dict[str, np.ndarray]:
     decodes its own request. A step that changes its inputs in place so changes neither what
     the upstream step produced (nor its record in the trace store) nor another step's
     inputs. (A batched step gets the stacked arrays: copies already.)"""
-    return {t.name: t.data.copy() for t in tensors}
+    arrays = {t.name: t.data.copy() for t in tensors}
+    if len(arrays) != len(tensors):
+        raise InputNameClash(tensors)
+    return arrays
 
 
 def _merged_visits(plan: NodePlan, records: tuple[Record, ...]) -> dict[str, int] | None:

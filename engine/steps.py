@@ -61,6 +61,17 @@ class MalformedOutput(TensorError):
     transport could carry as it is (see :meth:`Tensor.from_array`)."""
 
 
+class InputNameClash(ValueError):
+    """Two of a step's joined inputs hold a tensor of the same name. A step is given its
+    inputs by name, so one of them would be lost without a word."""
+
+    def __init__(self, tensors: tuple[Tensor, ...]) -> None:
+        names = [t.name for t in tensors]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        super().__init__(f"its inputs hold more than one tensor named {', '.join(map(repr, twice))}; "
+                         "give them names of their own with the step's tensorMap")
+
+
 class RunnableStep:
     """A step ready to run: sync or async, with an optional timeout."""
 

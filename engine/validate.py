@@ -8,7 +8,7 @@ from collections.abc import Iterable
 import networkx as nx
 
 from engine.refs import Ref, RefError, parse_ref
-from engine.spec import Pipeline
+from engine.spec import JoinType, Pipeline
 
 
 def _resolve(
@@ -69,6 +69,9 @@ def pipeline_problems(pipeline: Pipeline) -> list[str]:
         problems += _tensor_map_problems(p, step.tensor_map,
                                          [*(step.inputs or [f"{p.name}.inputs"]), *step.triggers],
                                          p.where("spec", "steps", i, "tensorMap"), owner, False)
+        if step.inputs_join_type is JoinType.INNER:
+            problems += _name_clashes(p, step.inputs, step.tensor_map,
+                                      p.where("spec", "steps", i, "inputs"), owner)
     if p.input is not None:
         owner = f"{head}: spec.input"
         if not p.input.external_inputs:
@@ -85,6 +88,10 @@ def pipeline_problems(pipeline: Pipeline) -> list[str]:
         problems += _tensor_map_problems(
             p, p.input.tensor_map, [*p.input.external_inputs, *p.input.external_triggers],
             p.where("spec", "input", "tensorMap"), owner, True)
+    if p.steps and not (p.output and p.output.steps) and not sink_steps(p):
+        problems.append(f"{p.where('spec')}: {head}: every step is read by another step, so it "
+                        "has no default output (the steps no other step reads): list the output "
+                        "steps in spec.output.steps")
     if p.output is not None:
         for j, text in enumerate(p.output.steps):  # step, step.outputs[.T], step.inputs[.T]
             _, problem = _resolve(p, text, False, p.where("spec", "output", "steps", j),
@@ -143,6 +150,35 @@ def sink_steps(p: Pipeline) -> list[str]:
             except RefError:
                 continue  # reported by the reference checks
     return [s.name for s in p.steps if s.name not in consumed]
+
+
+def _name_clashes(p: Pipeline, inputs: list[str], tensor_map: dict[str, str], where: str,
+                  owner: str) -> list[str]:
+    """Input references that name their tensors and would give the step two tensors of one
+    name (after tensorMap). Only for an inner join, where every input comes: with ``any`` or
+    ``outer`` routed branches renamed alike are a way to take whichever comes. The engine
+    refuses a clash at run time too (InputNameClash), whatever the join."""
+    renames: dict[Ref, str] = {}
+    for key, new_name in tensor_map.items():
+        try:
+            renames[parse_ref(key, p)] = new_name
+        except RefError:
+            continue  # reported by the tensorMap checks
+    given: dict[str, str] = {}
+    problems = []
+    for text in inputs:
+        try:
+            ref = parse_ref(text, p)
+        except RefError:
+            continue  # reported by the reference checks
+        if ref.tensor is None:
+            continue
+        name = renames.get(ref, ref.tensor)
+        if name in given and given[name] != text:
+            problems.append(f"{where}: {owner}: inputs {given[name]!r} and {text!r} both give the "
+                            f"step a tensor named {name!r}; rename one with tensorMap")
+        given.setdefault(name, text)
+    return problems
 
 
 def _tensor_map_problems(

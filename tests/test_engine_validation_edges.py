@@ -159,3 +159,89 @@ def test_cli_run_timeout_names_the_wait(tmp_path: Path, capsys: pytest.CaptureFi
     assert cli_main(["run", str(tmp_path / "p.yaml"), "--models", str(tmp_path / "steps.py"),
                      "--input", str(tmp_path / "req.json"), "--timeout", "0.2"]) == 2
     assert capsys.readouterr().err == "flowcause: timed out after 0.2 s waiting for pipeline 'p'\n"
+
+
+# -- two inputs giving a step tensors of one name ----------------------------------------------
+def _clash_pipeline(join: str, tensor_map: dict[str, str], inputs: list[str]) -> list[Any]:
+    return load_pipelines({"metadata": {"name": "p"}, "spec": {
+        "steps": [{"name": "a"}, {"name": "b"},
+                  {"name": "c", "inputs": inputs, "inputsJoinType": join, "tensorMap": tensor_map}],
+        "output": {"steps": ["c"]}}})
+
+
+@pytest.mark.parametrize("inputs, tensor_map", [
+    (["a.outputs.y", "b.outputs.y"], {}),
+    (["a.outputs.ya", "b.outputs.yb"], {"a.outputs.ya": "X", "p.step.b.outputs.yb": "X"}),
+    (["a.outputs.ya", "b.outputs.X"], {"a.outputs.ya": "X"}),
+])
+def test_an_inner_join_whose_named_inputs_give_one_name_twice_is_refused(
+        inputs: list[str], tensor_map: dict[str, str]) -> None:
+    problems = validate(_clash_pipeline("inner", tensor_map, inputs))
+    assert len(problems) == 1 and "step 'c'" in problems[0], problems
+    assert f"inputs {inputs[0]!r} and {inputs[1]!r} both give the step a tensor named" in problems[0]
+
+
+@pytest.mark.parametrize("join, inputs, tensor_map", [
+    ("any", ["a.outputs.ya", "b.outputs.yb"], {"a.outputs.ya": "X", "b.outputs.yb": "X"}),
+    ("outer", ["a.outputs.y", "b.outputs.y"], {}),
+    ("inner", ["a.outputs.y", "b.outputs.y"], {"b.outputs.y": "z"}),
+    ("inner", ["a", "b"], {}),  # names known only at run time
+])
+def test_inputs_that_may_not_clash_are_accepted(
+        join: str, inputs: list[str], tensor_map: dict[str, str]) -> None:
+    assert validate(_clash_pipeline(join, tensor_map, inputs)) == []
+
+
+@pytest.mark.parametrize("batch", [None, {"size": 2, "windowMs": 20}])
+def test_a_step_given_two_tensors_of_one_name_fails_instead_of_losing_one(
+        batch: dict[str, int] | None) -> None:
+    """Whole-output inputs whose tensors share a name (known only when they arrive): the step
+    fails naming the tensor; before, it was given one of them (batched: one of them twice)."""
+    pipes = load_pipelines({"metadata": {"name": "p"}, "spec": {
+        "steps": [{"name": "a"}, {"name": "b"},
+                  {"name": "c", "inputs": ["a", "b"], **({"batch": batch} if batch else {})}],
+        "output": {"steps": ["c"]}}})
+    seen: list[Any] = []
+    code = {"a": lambda x: {"OUTPUT": x["x"] + 1}, "b": lambda x: {"OUTPUT": x["x"] + 100},
+            "c": lambda x: seen.append(x) or {"z": x["OUTPUT"]}}
+
+    async def main() -> Any:
+        async with Engine(pipes, code) as eng:
+            return await eng.infer("p", {"inputs": [fp("x", [1.0])]}, timeout=5)
+
+    answer = run(main())
+    assert not answer.ok and seen == []
+    assert ("step 'c' of pipeline 'p': InputNameClash: its inputs hold more than one tensor "
+            "named 'OUTPUT'; give them names of their own with the step's tensorMap") in answer.error
+
+
+def test_a_batch_of_tensors_whose_shapes_differ_beyond_dimension_0_says_so() -> None:
+    pipes = load_pipelines({"metadata": {"name": "p"}, "spec": {
+        "steps": [{"name": "s", "batch": {"size": 2, "windowMs": 1000}}],
+        "output": {"steps": ["s"]}}})
+
+    async def main() -> list[Any]:
+        async with Engine(pipes, {"s": double}) as eng:
+            return await asyncio.gather(
+                eng.infer("p", {"inputs": [{**fp("x", [1.0, 2.0]), "shape": [1, 2]}]}, timeout=5),
+                eng.infer("p", {"inputs": [{**fp("x", [1.0, 2.0, 3.0]), "shape": [1, 3]}]},
+                          timeout=5))
+
+    for answer in run(main()):
+        assert not answer.ok
+        assert ("BatchError: batched requests' tensor 'x' differ in shape beyond dimension 0: "
+                "[1, 3] vs [1, 2]") in answer.error
+
+
+def test_a_pipeline_whose_steps_all_feed_each_other_needs_output_steps() -> None:
+    """Every step read by another (a loop) leaves no default output: its requests could never
+    be answered, so validation says so."""
+    spec: dict[str, Any] = {
+        "allowCycles": True, "maxStepRevisits": 3,
+        "steps": [{"name": "a", "inputs": ["p.inputs.x", "b.outputs.x"], "inputsJoinType": "any"},
+                  {"name": "b", "inputs": ["a.outputs.again"],
+                   "tensorMap": {"a.outputs.again": "x"}}]}
+    (problem,) = validate(load_pipelines({"metadata": {"name": "p"}, "spec": spec}))
+    assert "every step is read by another step, so it has no default output" in problem
+    assert validate(load_pipelines({"metadata": {"name": "p"},
+                                    "spec": {**spec, "output": {"steps": ["a"]}}})) == []
