@@ -210,6 +210,17 @@ def _port_template(tensors: TensorKey, pipeline: str, port: str) -> dict[str, At
     return attributes  # type: ignore[return-value]
 
 
+def _outputs_of_step_inputs(record_id: str) -> str:
+    """For a step's joined inputs record (``<request>/<pipeline>/<step>.inputs/<gen>``, which
+    feeds a pipeline whose ``externalInputs`` name ``<pipeline>.step.<step>.inputs``), the id
+    of that step run's output record: both carry the run's span id, and only the output's id
+    is remembered for it. Other ids are returned as they are."""
+    parts = record_id.rsplit("/", 2)
+    if len(parts) != 3 or not parts[1].endswith(".inputs"):
+        return record_id
+    return f"{parts[0]}/{parts[1].removesuffix('.inputs')}.outputs/{parts[2]}"
+
+
 class SpanSink:
     """Collector sink that turns engine events into spans and exports them.
 
@@ -330,6 +341,8 @@ class SpanSink:
             parents = []
             for parent_record in parent_records:
                 parent_id = span_of_record.get(parent_record)
+                if parent_id is None:
+                    parent_id = span_of_record.get(_outputs_of_step_inputs(parent_record))
                 if parent_id is not None:
                     parents.append(_context(SpanContext, (trace_id, parent_id, True, SAMPLED, state,
                                                           trace_valid and 0 < parent_id <= SPAN_ID_MAX)))
