@@ -166,8 +166,10 @@ class NodeProcessor:
         # bounded: an exception message can be any size, a record cannot
         text = bounded_error(f"{'step ' + repr(plan.name) if plan.kind == 'step' else plan.kind} "
                              f"of pipeline {plan.pipeline!r}: {message}")
-        base = lineage or self.out_lineage(key, example, plan.origin, new_span_id(),
-                                           (example.lineage.record_id,))
+        base = lineage or self.out_lineage(
+            key, example, plan.origin,
+            new_span_id() if self.observers else example.lineage.span_id,
+            (example.lineage.record_id,))
         error, notice = failure_records(base, plan.name, plan.origin, text)
         self.publish(self.errors_topic, error)
         self.publish(self.control_topic, notice)
@@ -346,7 +348,9 @@ class StepProcessor(NodeProcessor):
         plan = self.plan
         parents = tuple([r.lineage.record_id for r in records])
         visits = _merged_visits(plan, records) if plan.allow_cycles else None
-        run = Run(key, tensors, parents, example, new_span_id(), visits,
+        # untraced, a step passes on the traceparent it received (no span has a new id)
+        span_id = new_span_id() if self.observers else example.lineage.span_id
+        run = Run(key, tensors, parents, example, span_id, visits,
                   tuple([r.lineage.span_id for r in records]) if self.observers else (),
                   int(arrived_s * 1e9), records)
         if key[1] > plan.max_revisits:

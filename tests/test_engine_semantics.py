@@ -170,6 +170,32 @@ def test_a_retry_with_the_same_id_joins_apart_from_the_attempt_it_replaces() -> 
     run(main())
 
 
+async def _plus_one(inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    return {"y": inputs["x"] + 1}
+
+
+@pytest.mark.parametrize("step, code, ok", [
+    ({"name": "s"}, lambda x: {"y": x["x"] + 1}, True),
+    ({"name": "s"}, _plus_one, True),
+    ({"name": "s", "batch": {"size": 1}}, lambda x: {"y": x["x"] + 1}, True),
+    ({"name": "s", "batch": {"size": 1}}, lambda x: 1 / 0, False),
+], ids=["sync", "async", "batched", "failing"])
+def test_untraced_steps_pass_on_the_traceparent_they_received(step: dict[str, Any],
+                                                               code: Any, ok: bool) -> None:
+    """With no observer no span exists, so no hop makes up a span id (an async or batched
+    step, or a failing one, did: a traced hop downstream hung off a span no one exported)."""
+    traceparent = f"00-{'ab' * 16}-{'cd' * 8}-01"
+
+    async def main() -> Any:
+        async with Engine(one_step(steps=[step]), {"s": code}) as eng:
+            return await eng.infer("p", {"inputs": [fp("x", [1.0])]}, traceparent=traceparent,
+                                   timeout=5)
+
+    answer = run(main())
+    assert answer.ok is ok
+    assert answer.lineage.traceparent == traceparent
+
+
 def test_error_answer_names_the_input_tensors_the_request_lacks() -> None:
     """A misspelt input tensor is a branch not taken (the step that names it does not run);
     the answer says which tensor the request lacks. A branch not taken with every input
