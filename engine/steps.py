@@ -151,6 +151,10 @@ def _set_started(started: asyncio.Future[None]) -> None:
 
 
 def to_tensors(result: Any, step: str) -> tuple[Tensor, ...]:
+    """A step's return value as tensors, each holding an array of its own: a step may keep
+    and refill the arrays it returned (a preallocated output buffer) without changing what
+    it was recorded to have produced, what later steps read or the answer (as a Seldon step
+    serialises its outputs when it returns them)."""
     if result is None:
         return ()
     if type(result) is not dict and not isinstance(result, Mapping):
@@ -162,14 +166,17 @@ def to_tensors(result: Any, step: str) -> tuple[Tensor, ...]:
         if type(value) is np.ndarray and type(name) is str:
             datatype = DATATYPE_OF_DTYPE.get(value.dtype)
             if datatype is not None:
-                out.append(Tensor(name, datatype, value))
+                out.append(Tensor(name, datatype, value.copy()))
                 continue
         if not isinstance(name, str):
             raise MalformedOutput(f"step {step!r} returned a tensor name that is not a string")
         try:
-            out.append(Tensor.from_array(name, value))
+            tensor = Tensor.from_array(name, value)
         except (TensorError, ValueError, TypeError) as exc:
             raise MalformedOutput(f"step {step!r} returned malformed tensor {name!r}: {exc}") from None
+        if tensor.data is value or tensor.data is getattr(value, "data", None):
+            tensor = Tensor(tensor.name, tensor.datatype, tensor.data.copy(), tensor.parameters)
+        out.append(tensor)
     return tuple(out)
 
 

@@ -181,13 +181,17 @@ def test_to_tensors_refuses_a_tensor_no_transport_carries_as_it_is(
     assert isinstance(exc.value, TensorError)
 
 
-def test_to_tensors_keeps_a_well_formed_tensor_as_it_is() -> None:
+def test_to_tensors_keeps_a_well_formed_tensor_as_it_is_in_an_array_of_its_own() -> None:
     ok = Tensor("out", "FP32", np.array([1.0], np.float32), {"content_type": "np"})
     (back,) = to_tensors({"out": ok}, "st")
-    assert back.datatype == "FP32" and back.data is ok.data
+    assert back.datatype == "FP32" and back == ok and back.data is not ok.data
     assert back.parameters == {"content_type": "np"}
     bare = Tensor("out", "INT64", np.array([3]))
-    assert to_tensors({"out": bare}, "st")[0] is bare
+    (again,) = to_tensors({"out": bare}, "st")
+    assert again == bare and again.data is not bare.data
+    array = np.array([1.0, 2.0])
+    (plain,) = to_tensors({"out": array}, "st")
+    assert plain.data.tolist() == [1.0, 2.0] and not np.shares_memory(plain.data, array)
     (scalar,) = to_tensors({"out": Tensor("out", "FP64", np.float64(2.5))}, "st")
     assert scalar.data.shape == () and scalar.data.dtype == np.float64
     (empty,) = to_tensors({"out": Tensor("out", "FP64", np.array([1.0]), {})}, "st")
@@ -207,6 +211,37 @@ def test_to_tensors_normalises_numpy_string_arrays_like_the_kafka_decoding() -> 
     for mine, kafka in zip(tensors, decoded, strict=True):
         assert mine.datatype == kafka.datatype == "BYTES"
         assert described(mine.data) == described(kafka.data)
+
+
+class BufferStep:
+    """Refills one preallocated output buffer each call, as model-serving code often does."""
+
+    def __init__(self) -> None:
+        self.buffer = np.zeros(2)
+        self.tensor = Tensor("t", "FP64", np.zeros(1))
+
+    def __call__(self, inputs: dict[str, np.ndarray]) -> dict[str, Any]:
+        self.buffer[:] = [inputs["x"][0], inputs["x"][0] + 1]
+        self.tensor.data[0] = inputs["x"][0] * 10
+        return {"y": self.buffer, "t": self.tensor}
+
+
+def test_a_step_may_refill_the_arrays_it_returned() -> None:
+    """Each answer (and what the next step read) keeps the values of its own call: the step's
+    outputs are copied when it returns them; before, every kept answer showed the last call's."""
+    pipes = load_pipelines({"metadata": {"name": "buf"}, "spec": {
+        "steps": [{"name": "s"}, {"name": "t", "inputs": ["s.outputs.y"]}],
+        "output": {"steps": ["s", "t"]}}})
+
+    async def main() -> list[Any]:
+        async with Engine(pipes, {"s": BufferStep, "t": lambda x: {"z": x["y"] * 1}}) as eng:
+            return [await eng.infer("buf", [Tensor("x", "FP64", np.array([float(i)]))], timeout=5)
+                    for i in range(3)]
+
+    for i, answer in enumerate(asyncio.run(main())):
+        assert answer.ok, answer.error
+        values = {t.name: t.data.tolist() for t in answer.outputs}
+        assert values == {"y": [i, i + 1], "t": [i * 10], "z": [i, i + 1]}
 
 
 # -- a request's own tensors: the same checks, before the request is sent -------------------
