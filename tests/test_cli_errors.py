@@ -90,7 +90,11 @@ def test_traces_refuses_a_directory_that_is_no_trace_store(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     (tmp_path / "notes.txt").write_text("not a store")
     assert main(["traces", str(tmp_path)]) == 2
-    assert "is not a trace store" in capsys.readouterr().out
+    out, err = capsys.readouterr()
+    assert "is not a trace store" in err and out == ""  # errors on stderr, as other commands'
+    assert main(["traces", str(tmp_path / "missing")]) == 2
+    out, err = capsys.readouterr()
+    assert err.startswith("flowcause traces: ") and out == ""
     empty = tmp_path / "empty"
     empty.mkdir()  # a store nothing was flushed to yet
     assert main(["traces", str(empty)]) == 0

@@ -14,7 +14,9 @@ from engine.spec import load_pipelines
 from scenarios.steps.insurance_claims import STEPS, request_tensors
 from tracing.cli import register
 from tracing.collector import Collector
+from tracing.layout import to_layout
 from tracing.recorder import StoreRecorder
+from tracing.store import TraceStore
 
 ROOT = Path(__file__).resolve().parents[1]
 CLAIMS = ROOT / ".." / "shared" / "reference" / "insurance-claims" / "insurance_claims.csv"
@@ -53,4 +55,15 @@ def test_summary_and_one_request(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert f"output payout FP64[1]: [{0.6 * claim['total_claim_amount']}]" in out
 
     assert traces(str(tmp_path), "--request", "nobody") == 1
+    out, err = capsys.readouterr()
+    assert err == "flowcause traces: no records for request 'nobody'\n" and out == ""
     assert traces(str(tmp_path / "missing")) == 2
+
+    # a layout over the store's frame: numbers only, and a text column named when asked for
+    frame = TraceStore(tmp_path).frame("insurance_claims")
+    amount = "insurance_claims.inputs.total_claim_amount"
+    laid = to_layout(frame, {"amount": amount})
+    assert laid["amount"].tolist() == [float(c["total_claim_amount"]) for c in claims]
+    report = "insurance_claims.inputs.police_report_available"
+    with pytest.raises(ValueError, match=f"layout column 'report' \\({report}\\) holds text"):
+        to_layout(frame, {"amount": amount, "report": report})

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import Any
 
 import pandas as pd
@@ -32,7 +33,7 @@ def print_summary(store: TraceStore) -> None:
 def print_request(store: TraceStore, request_id: str) -> int:
     records = store.records(request_id)
     if records.empty:
-        print(f"no records for request {request_id!r}")
+        print(f"flowcause traces: no records for request {request_id!r}", file=sys.stderr)
         return 1
     for r in records.to_dict("records"):
         where = r["node"] if r["kind"] == "step" else f"<{r['kind']}>"
@@ -54,7 +55,7 @@ def cmd_traces(args: argparse.Namespace) -> int:
     try:
         store = TraceStore(args.path)
     except FileNotFoundError as exc:
-        print(f"flowcause traces: {exc}")
+        print(f"flowcause traces: {exc}", file=sys.stderr)
         return 2
     root = store.root
     if (not (root / NODES).is_dir() and not (root / TENSORS).is_dir()
@@ -62,7 +63,7 @@ def cmd_traces(args: argparse.Namespace) -> int:
         # an empty directory (or one with a writer's hidden probe file) is a store nothing
         # was flushed to yet; this one holds something else
         print(f"flowcause traces: {root} is not a trace store (it has no {NODES}/ or "
-              f"{TENSORS}/ directory)")
+              f"{TENSORS}/ directory)", file=sys.stderr)
         return 2
     if args.request:
         return print_request(store, args.request)

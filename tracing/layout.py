@@ -30,9 +30,20 @@ def load_layout(path: str | Path) -> dict[str, str]:
 
 
 def to_layout(frame: pd.DataFrame, layout: Mapping[str, str]) -> pd.DataFrame:
-    """``frame`` as the layout's columns (same index); absent values and columns become 0."""
+    """``frame`` as the layout's columns (same index); absent values and columns become 0.
+    ValueError, naming the column and its reference, for a column whose values are not
+    numbers (a BYTES tensor's text)."""
     out = pd.DataFrame(
         {name: frame.get(ref, 0.0) for name, ref in layout.items()},
         index=frame.index,
     )
+    for name, ref in layout.items():
+        column = out[name]
+        if not pd.api.types.is_numeric_dtype(column):
+            numbers = pd.to_numeric(column, errors="coerce")
+            text = column[numbers.isna() & column.notna()]
+            if len(text):
+                raise ValueError(f"layout column {name!r} ({ref}) holds text, not numbers "
+                                 f"(e.g. {text.iloc[0]!r} for request {text.index[0]!r}): a "
+                                 "layout takes numeric tensors only")
     return out.astype("float64").fillna(0.0)
