@@ -54,7 +54,7 @@ class NodeProcessor:
         self.batcher: Batcher | None = None
         # decided (request id, generation) -> the trace id of the request that decided them
         # (redelivery dedupe, and ids reused in another trace refused)
-        self.seen: OrderedDict[tuple[str, int], str] | None = None
+        self.seen: OrderedDict[tuple[str, int] | str, str] | None = None
         self._timer: asyncio.TimerHandle | None = None
         self.tasks: set[asyncio.Task[Any]] = set()
 
@@ -66,13 +66,20 @@ class NodeProcessor:
                lineage.trace_id)
         if self.single:  # one slot, no triggers: no join state at all
             if self.seen is not None:
-                decided = key[:2]
+                # In a loop, a node after the loop (fin, after a router that sends a value
+                # round again until it is done) is fed once per turn, at its own generation
+                # 0 each time: the consumed record's id tells the turns apart, and absence
+                # notices (the turns whose branch was not taken) are not remembered, so the
+                # turn that brings data is not taken for a redelivery of an earlier one.
+                cyclic = self.plan.allow_cycles
+                decided = lineage.record_id if cyclic else key[:2]
                 trace = self.seen.get(decided)
                 if trace is not None:
                     if trace != lineage.trace_id and record.kind == "data":
                         self.reused(key, record, trace)
                     return  # a redelivered record whose decision was already made
-                self.seen[decided] = lineage.trace_id
+                if not cyclic or record.kind == "data":
+                    self.seen[decided] = lineage.trace_id
                 if len(self.seen) > SEEN_LIMIT:
                     self.seen.popitem(last=False)
             if record.kind != "data":

@@ -137,3 +137,30 @@ def test_an_output_too_large_for_kafka_is_its_steps_failure(
         assert [r.error for r in results] == [None] * 5
     else:
         assert all(r.error is not None and r.error.endswith(answer) for r in results), results
+
+
+LOOP = {"metadata": {"name": "loop"}, "spec": {  # docs/engine.md's loop: round again until done
+    "allowCycles": True, "maxStepRevisits": 5,
+    "steps": [{"name": "inc", "inputs": ["loop.inputs.x", "check.outputs.again"],
+               "tensorMap": {"check.outputs.again": "x"}, "inputsJoinType": "any"},
+              {"name": "check", "inputs": ["inc"]},
+              {"name": "fin", "inputs": ["check.outputs.done"]}],
+    "output": {"steps": ["fin"]}}}
+LOOP_STEPS = {"inc": lambda i: {"v": i["x"] + 1},
+              "check": lambda i: {"again": i["v"]} if i["v"][0] < 3 else {"done": i["v"]},
+              "fin": lambda i: {"result": i["done"] * 100}}
+
+
+def test_a_step_after_a_loop_answers_on_the_turn_that_reaches_it(
+        transport_kind: str, request: pytest.FixtureRequest) -> None:
+    """fin is fed every turn (generation 0 each time) and skips until the turn that says
+    done. On Kafka the first turn's skip was remembered as fin's decision, and the turn that
+    brought data dropped as its redelivery: the request was never answered."""
+    async def go() -> list[Any]:
+        async with Harness(transport_kind, request, observe=False).engine(
+                {"pipelines": [LOOP]}, LOOP_STEPS) as eng:
+            return [await eng.infer("loop", [Tensor("x", "FP64", np.array([start]))], timeout=20)
+                    for start in (0.0, 2.0, 5.0)]
+
+    assert [(r.error, r.outputs[0].data.tolist()) for r in asyncio.run(go())] == [
+        (None, [300.0]), (None, [300.0]), (None, [600.0])]
