@@ -27,8 +27,6 @@ def _resolve(
                       "cannot take its own records as external inputs")
     if own and ref.step is not None and ref.step not in {s.name for s in pipeline.steps}:
         return None, f"{where}: {owner}: reference {text!r} names a step that does not exist"
-    if not external and not own:
-        return None, f"{where}: {owner}: reference {text!r} leaves the pipeline"
     return ref, None
 
 
