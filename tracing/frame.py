@@ -12,10 +12,16 @@ Columns are named with the pipeline spec's own reference grammar (docs/trace-sto
 A size-1 tensor is one column holding its value (float; booleans 1.0/0.0; BYTES: the
 string); a larger numeric tensor is six columns ``<ref>.mean .std .min .max .l2
 .nan_count``, a larger BYTES tensor one column ``<ref>.hash``. A tensor the node did not
-produce for a request is missing (NaN). With cycles, the latest generation of each node
-counts; where one generation was decided twice (a request traced by two workers, after a
-Kafka rebalance) the decision that finished last (then: the later batch file, the later row)
-counts, with its own tensors only.
+produce for a request is missing (NaN). A size-1 tensor whose datatype varies between
+requests (a number for some, BYTES for others) is one object column holding each.
+
+Each node shows one decision per request, whole (status, latency and tensors of that decision
+only): the latest one that was not a skip (ok, error or timeout), else the latest skip. In a
+loop a node decides many times (a step in the loop once per pass, then skips for the
+generations that never come; a step after the loop once per pass it is fed), and the trailing
+skips must not hide the last run. "Latest" is the highest generation, then the decision that
+finished last (where one generation was decided twice: a request traced by two workers,
+after a Kafka rebalance; a step after a loop), then the later batch file, then the later row.
 """
 
 from __future__ import annotations
@@ -30,28 +36,57 @@ RAN = ("ok", "error")
 DECISION = ["request_id", "kind", "node"]
 
 
-def _decisions(nodes: pd.DataFrame) -> pd.DataFrame:
-    """The node row that counts per (request, kind, node): the latest generation, and within
-    it the decision that finished last, then the one in the later batch file (``file``, the
-    batch's position in commit order, when the reader gives it), then the later row."""
-    order = ["generation", "finished", *(["file"] if "file" in nodes else []), "_row"]
-    return (nodes.assign(_row=np.arange(len(nodes)))
-            .sort_values(order, kind="stable", na_position="first")
-            .drop_duplicates(DECISION, keep="last").drop(columns="_row"))
+def _decisions(nodes: pd.DataFrame, batch: list[str]) -> pd.DataFrame:
+    """The node row that counts per (request, kind, node) (see the module docstring), with
+    ``run`` and ``runs`` for :func:`_own_tensors`: its place among the ``ok`` decisions of its
+    ``batch`` group (NaN if it is not one) and how many there are."""
+    ok = nodes["status"].eq("ok")
+    by_batch = ok.groupby([nodes[k] for k in batch], sort=False, dropna=False)
+    nodes = nodes.assign(_decided=nodes["status"].ne("skipped"), _row=np.arange(len(nodes)),
+                         run=(by_batch.cumsum() - 1).where(ok),
+                         runs=by_batch.transform("sum"))
+    order = ["_decided", "generation", "finished", *(["file"] if "file" in nodes else []),
+             "_row"]
+    return (nodes.sort_values(order, kind="stable", na_position="first")
+            .drop_duplicates(DECISION, keep="last").drop(columns=["_decided", "_row"]))
 
 
-def _tensor_columns(pipeline: str, tensors: pd.DataFrame, decisions: pd.DataFrame
+def _own_tensors(tensors: pd.DataFrame, decisions: pd.DataFrame, batch: list[str]
+                 ) -> pd.DataFrame:
+    """The rows of ``tensors`` (outputs only) that the decisions in ``decisions`` produced.
+
+    A tensor row names its request, node, generation and batch file, not its node row. Only
+    an ``ok`` decision has outputs (a skip has no tensors, a failed run or a timeout inputs
+    only; a pipeline record is always ``ok``), and the recorder writes a batch's output rows
+    in the order of their node rows. So the rows of a ``batch`` group with one ``ok``
+    decision are all its own; where a group has several (a step after a loop, fed once per
+    pass), their rows follow each other in that order, each run's names distinct. When the
+    group's rows are ``runs`` times its distinct names, every run made exactly those names
+    and the run's rows are the ``run``-th slice of them; otherwise the runs cannot be told
+    apart and the group's tensors are left out (missing, not guessed).
+    """
+    runs = decisions.loc[decisions["run"].notna(), [*batch, "run", "runs"]]
+    t = tensors.assign(_row=np.arange(len(tensors))).merge(runs, on=batch, how="inner")
+    t = t.sort_values("_row", kind="stable")
+    shared = t[t["runs"] > 1]
+    names = shared.groupby(batch, sort=False, dropna=False)["name"]
+    width = names.transform("nunique")
+    own = ((names.transform("size") == shared["runs"] * width)
+           & (names.cumcount() // width == shared["run"]))
+    return pd.concat([t[t["runs"] == 1], shared[own]]).sort_values("_row", kind="stable")
+
+
+def _tensor_columns(pipeline: str, tensors: pd.DataFrame, decisions: pd.DataFrame,
+                    batch: list[str]
                     ) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, list[str]]]:
-    """(numeric columns, string columns, column names per owning step) of the tensor rows.
+    """(numeric columns, string columns, column names per owning step) of the tensor rows
+    of ``decisions``.
 
     The owner of a pipeline's own inputs/outputs is "". Columns keep the order of the
     tensors in their records, a vector's statistics next to each other.
     """
     t = tensors[~((tensors["kind"] == "step") & (tensors["direction"] == "inputs"))]
-    # only the tensors of the decision that counts (not another generation's, nor another
-    # worker's run of the same generation)
-    keys = [*DECISION, "generation", *(["file"] if "file" in t and "file" in decisions else [])]
-    t = t.merge(decisions[keys], on=keys, how="inner")
+    t = _own_tensors(t, decisions, batch)
     t = t.drop_duplicates(["request_id", "kind", "node", "direction", "name"], keep="last")
     is_step = t["kind"] == "step"
     t = t.assign(owner=t["node"].where(is_step, ""),
@@ -88,6 +123,16 @@ def _tensor_columns(pipeline: str, tensors: pd.DataFrame, decisions: pd.DataFram
             texts.pivot(index="request_id", columns="ref", values="text"), by_owner)
 
 
+def _column(numbers: pd.DataFrame, texts: pd.DataFrame, ref: str) -> pd.Series:
+    """Column ``ref``: float64 numbers, or str texts, or, where a size-1 tensor was a number
+    for some requests and BYTES for others, an object column holding each."""
+    if ref not in texts:
+        return numbers[ref]
+    if ref not in numbers:
+        return texts[ref]
+    return numbers[ref].astype(object).where(numbers[ref].notna(), texts[ref])
+
+
 def wide_frame(pipeline: str, nodes: pd.DataFrame, tensors: pd.DataFrame,
                start: pd.Timestamp | None, end: pd.Timestamp | None) -> pd.DataFrame:
     """The frame of ``pipeline`` for requests that arrived in ``[start, end)``.
@@ -104,7 +149,10 @@ def wide_frame(pipeline: str, nodes: pd.DataFrame, tensors: pd.DataFrame,
     index = arrivals.index
     out: dict[str, pd.Series] = {"time": arrivals}
 
-    decisions = _decisions(nodes[nodes["request_id"].isin(index)])
+    # a batch group: what one batch file (``file``: its position in commit order, when the
+    # reader gives it) holds of a node in one generation
+    batch = [*DECISION, "generation", *(["file"] if "file" in nodes and "file" in tensors else [])]
+    decisions = _decisions(nodes[nodes["request_id"].isin(index)], batch)
     steps = decisions[decisions["kind"] == "step"]
     order = steps.groupby("node")["finished"].min().sort_values(kind="stable").index
     status = steps.pivot(index="request_id", columns="node", values="status").reindex(index)
@@ -112,13 +160,13 @@ def wide_frame(pipeline: str, nodes: pd.DataFrame, tensors: pd.DataFrame,
 
     numbers, texts, by_owner = _tensor_columns(pipeline,
                                                tensors[tensors["request_id"].isin(index)],
-                                               decisions)
+                                               decisions, batch)
     numbers, texts = numbers.reindex(index), texts.reindex(index)
 
     def tensor_columns(owner: str, prefix: str) -> None:
         for ref in by_owner.get(owner, ()):
             if ref.startswith(prefix):
-                out[ref] = numbers[ref] if ref in numbers else texts[ref]
+                out[ref] = _column(numbers, texts, ref)
 
     tensor_columns("", f"{pipeline}.inputs.")
     for step in order:

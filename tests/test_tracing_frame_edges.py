@@ -1,0 +1,185 @@
+"""Edges of the wide frame: a node that decided many times for one request (a loop, a step
+after a loop, a run and a failure in one batch), and a tensor whose datatype varies between
+requests."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from engine.engine import Engine
+from engine.lineage import Lineage
+from engine.observe import StepEvent
+from engine.record import Record
+from engine.spec import load_pipelines
+from engine.tensors import Tensor
+from tracing.collector import Collector
+from tracing.events import EventBatch, Item, PortEvent
+from tracing.recorder import StoreRecorder
+from tracing.store import TraceStore
+
+T0 = 1_800_000_000 * 10**9
+MS = 1_000_000
+
+LOOP = """\
+apiVersion: mlops.seldon.io/v1alpha1
+kind: Pipeline
+metadata:
+  name: loop
+spec:
+  allowCycles: true
+  maxStepRevisits: 5
+  steps:
+    - name: inc
+      inputs: [loop.inputs.x, check.outputs.again]
+      tensorMap:
+        check.outputs.again: x
+      inputsJoinType: any
+    - name: check
+      inputs: [inc]
+    - name: fin
+      inputs: [check.outputs.done]
+  output:
+    steps: [fin]
+"""
+
+
+def tensor(name: str, value: float | str) -> Tensor:
+    if isinstance(value, str):
+        return Tensor(name, "BYTES", np.array([value], dtype=object))
+    return Tensor(name, "FP64", np.array([value]))
+
+
+def arrival(rid: str) -> PortEvent:
+    return PortEvent(T0, "p", "inputs", Record(Lineage(rid, "a" * 32, "b" * 16, "p", "inputs"),
+                                               (tensor("x", 2.0),)))
+
+
+def decision(rid: str, status: str, outputs: dict[str, float | str], finished_ms: int,
+             generation: int = 0, took_ms: int = 1) -> StepEvent:
+    """Step ``s`` of pipeline ``p`` deciding ``status`` for ``rid``, as the engine reports it:
+    a skip has no tensors and no times (the collector times it when it decides)."""
+    lineage = Lineage(rid, "a" * 32, "b" * 16, "p", "s.outputs", generation)
+    finished, started = T0 + finished_ms * MS, T0 + (finished_ms - took_ms) * MS
+    if status == "skipped":
+        return StepEvent("p", "s", status, lineage, ("b" * 16,), finished_ns=finished)
+    return StepEvent("p", "s", status, lineage, ("b" * 16,), (tensor("x", 2.0),),
+                     tuple(tensor(k, v) for k, v in outputs.items()), started, started,
+                     finished)
+
+
+def frame_of(path: Path, events: list[Item]) -> pd.DataFrame:
+    """The frame of pipeline ``p`` with ``events`` committed as one batch."""
+    recorder = StoreRecorder(path)
+    recorder.consume(EventBatch.of(events))
+    recorder.flush()
+    return TraceStore(path).frame("p")
+
+
+def test_a_loop_shows_each_steps_last_run_not_its_trailing_skips(tmp_path: Path) -> None:
+    """inc runs at generations 0-2 then skips 3-5; fin (after the loop, generation 0) skips,
+    skips, runs, then skips three more times: the frame shows the runs, whole."""
+    store = tmp_path / "store"
+
+    def inc(i: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return {"y": i["x"] + 1}
+
+    def check(i: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return {"again" if float(i["y"].reshape(-1)[0]) < 3 else "done": i["y"]}
+
+    def fin(i: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return {"out": i["done"] * 10}
+
+    async def run() -> None:
+        with Collector([StoreRecorder(store)]) as observer:
+            async with Engine(load_pipelines(LOOP), {"inc": inc, "check": check, "fin": fin},
+                              observers=[observer]) as engine:
+                result = await engine.infer("loop", [tensor("x", 0.0)], request_id="r",
+                                            timeout=30)
+                assert result.ok, result.error
+
+    asyncio.run(run())
+    traces = TraceStore(store)
+    recorded = traces.records("r")
+    assert recorded.loc[recorded["node"] == "fin", "status"].tolist().count("skipped") >= 2
+    assert (recorded.loc[recorded["node"] == "inc", "status"] == "skipped").any()
+    row = traces.frame("loop").loc["r"]
+    for step in ("inc", "check", "fin"):
+        assert row[f"{step}.status"] == "ok" and row[f"{step}.ran"] == 1.0, step
+        assert row[f"{step}.latency_ms"] >= 0.0, step
+    assert row["inc.outputs.y"] == 3.0
+    assert row["check.outputs.done"] == 3.0
+    assert "check.outputs.again" not in row  # the shown run of check routed to done
+    assert row["fin.outputs.out"] == 30.0
+    assert row["loop.outputs.out"] == 30.0
+
+
+def test_of_several_runs_in_one_batch_the_last_one_shows_with_its_own_outputs(
+        tmp_path: Path) -> None:
+    """Three runs of one generation in one batch file, the second finishing last: its own
+    output, not the last row's (rows are in report order, the runs told apart by it)."""
+    frame = frame_of(tmp_path, [arrival("r"),
+                                decision("r", "ok", {"y": 1.0}, finished_ms=10),
+                                decision("r", "ok", {"y": 2.0}, finished_ms=30, took_ms=7),
+                                decision("r", "ok", {"y": 3.0}, finished_ms=20)])
+    assert frame.loc["r", "s.status"] == "ok"
+    assert frame.loc["r", "s.latency_ms"] == pytest.approx(7.0)
+    assert frame.loc["r", "s.outputs.y"] == 2.0
+
+
+def test_runs_whose_outputs_cannot_be_told_apart_are_left_missing_not_mixed(
+        tmp_path: Path) -> None:
+    """Two runs in one batch file, the first making y and z, the last y only: the three rows
+    could be split either way, so no output shows (never the first run's z)."""
+    frame = frame_of(tmp_path, [arrival("r"),
+                                decision("r", "ok", {"y": 1.0, "z": 5.0}, finished_ms=10),
+                                decision("r", "ok", {"y": 2.0}, finished_ms=20)])
+    assert frame.loc["r", "s.status"] == "ok"
+    assert "s.outputs.z" not in frame and "s.outputs.y" not in frame
+
+
+def test_a_failure_after_a_run_in_one_batch_shows_without_the_runs_outputs(
+        tmp_path: Path) -> None:
+    frame = frame_of(tmp_path, [arrival("r"), decision("r", "ok", {"y": 1.0}, finished_ms=10),
+                                decision("r", "error", {}, finished_ms=20, took_ms=3)])
+    assert frame.loc["r", "s.status"] == "error" and frame.loc["r", "s.ran"] == 1.0
+    assert frame.loc["r", "s.latency_ms"] == pytest.approx(3.0)
+    assert "s.outputs.y" not in frame
+
+
+def test_a_timeout_is_not_hidden_by_a_later_generations_skip(tmp_path: Path) -> None:
+    frame = frame_of(tmp_path, [arrival("r"),
+                                decision("r", "timeout", {}, finished_ms=10, generation=1),
+                                decision("r", "skipped", {}, finished_ms=20, generation=2)])
+    assert frame.loc["r", "s.status"] == "timeout" and frame.loc["r", "s.ran"] == 0.0
+
+
+def test_a_step_that_only_skipped_shows_its_latest_skip(tmp_path: Path) -> None:
+    frame = frame_of(tmp_path, [arrival("r"),
+                                decision("r", "skipped", {}, finished_ms=10, generation=0),
+                                decision("r", "skipped", {}, finished_ms=20, generation=1)])
+    assert frame.loc["r", "s.status"] == "skipped" and frame.loc["r", "s.ran"] == 0.0
+    assert np.isnan(frame.loc["r", "s.latency_ms"])
+
+
+def test_a_tensor_whose_datatype_varies_keeps_its_numbers_and_its_texts(tmp_path: Path) -> None:
+    """v is FP64 in even requests and BYTES in odd ones (r4's step did not make it): one
+    object column; n, always a number, stays float64; t, always text, stays str."""
+    events: list[Item] = []
+    for i in range(5):
+        rid = f"r{i}"
+        outputs: dict[str, float | str] = {"n": float(i), "t": f"t{i}"}
+        if i < 4:
+            outputs["v"] = float(i) if i % 2 == 0 else f"str{i}"
+        events += [arrival(rid), decision(rid, "ok", outputs, finished_ms=10)]
+    frame = frame_of(tmp_path, events)
+    assert frame["s.outputs.v"].dtype == object
+    assert frame["s.outputs.v"].iloc[:4].tolist() == [0.0, "str1", 2.0, "str3"]
+    assert pd.isna(frame.loc["r4", "s.outputs.v"])
+    assert frame["s.outputs.n"].dtype == np.float64
+    assert pd.api.types.is_string_dtype(frame["s.outputs.t"])
+    assert frame["s.outputs.t"].tolist() == [f"t{i}" for i in range(5)]
