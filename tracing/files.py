@@ -33,10 +33,14 @@ NODES = "nodes"
 TENSORS = "tensors"
 TIMESTAMP = pa.timestamp("ns", tz="UTC")
 NS_PER_DAY = 86_400 * 10**9
+# The pipeline column has the type hive discovery (pyarrow.parquet.read_table, ParquetDataset,
+# pandas.read_parquet) gives the ``pipeline=`` directory level: with plain strings in the files
+# those readers refuse to merge the two ("incompatible types: string vs dictionary").
+PIPELINE = pa.dictionary(pa.int32(), pa.string())
 
 NODE_SCHEMA = pa.schema([
     ("request_id", pa.string()),
-    ("pipeline", pa.string()),
+    ("pipeline", PIPELINE),
     ("kind", pa.string()),  # "step" | "inputs" | "outputs" (a pipeline's input/output record)
     ("node", pa.string()),  # step name, or "inputs"/"outputs"
     ("generation", pa.int32()),
@@ -56,7 +60,7 @@ NODE_SCHEMA = pa.schema([
 
 TENSOR_SCHEMA = pa.schema([
     ("request_id", pa.string()),
-    ("pipeline", pa.string()),
+    ("pipeline", PIPELINE),
     ("kind", pa.string()),
     ("node", pa.string()),
     ("generation", pa.int32()),
@@ -136,6 +140,15 @@ def _atomic_write(table: pa.Table, directory: Path, name: str) -> None:
         os.close(fd)
 
 
+def _one_pipeline(part: pa.Table, pipeline: str) -> pa.Table:
+    """``part`` with ``pipeline`` as the only entry of its pipeline column's dictionary: a
+    filtered column keeps the whole batch's dictionary, and Parquet would store every
+    pipeline's name in each file."""
+    i = part.schema.get_field_index("pipeline")
+    column = pa.DictionaryArray.from_arrays(np.zeros(part.num_rows, np.int32), [pipeline])
+    return part.set_column(i, part.schema.field(i), column)
+
+
 def write_batch(root: Path, nodes: pa.Table, tensors: pa.Table, owner: np.ndarray,
                 committed: list[int] | None = None) -> None:
     """Commit one batch, split by (pipeline, day); ``owner[i]`` is tensor i's node row. The
@@ -143,7 +156,7 @@ def write_batch(root: Path, nodes: pa.Table, tensors: pa.Table, owner: np.ndarra
     its tensors file, if committed, is removed again; the parts before it stay)."""
     name = f"{time.time_ns():020d}-{os.getpid()}-{uuid.uuid4().hex[:8]}.parquet"  # sorts by time
     days = pc.cast(nodes["time"], pa.int64()).to_numpy() // NS_PER_DAY
-    pipelines = pc.dictionary_encode(nodes["pipeline"]).combine_chunks()
+    pipelines = nodes["pipeline"].combine_chunks()  # dictionary-encoded (NODE_SCHEMA)
     codes = pipelines.indices.to_numpy()
     keys = np.unique(codes.astype(np.int64) * (1 << 32) + days)
     for key in keys.tolist():
@@ -153,7 +166,8 @@ def write_batch(root: Path, nodes: pa.Table, tensors: pa.Table, owner: np.ndarra
         part_nodes, part_tensors = nodes, tensors
         if len(keys) > 1:
             rows = (codes == code) & (days == day)
-            part_nodes, part_tensors = nodes.filter(rows), tensors.filter(rows[owner])
+            part_nodes = _one_pipeline(nodes.filter(rows), pipeline)
+            part_tensors = _one_pipeline(tensors.filter(rows[owner]), pipeline)
         tensor_dir = partition(root, TENSORS, pipeline, when)
         _atomic_write(part_tensors, tensor_dir, name)
         try:

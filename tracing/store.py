@@ -41,6 +41,17 @@ LATE_DAYS = 1
 EARLY_DAYS = 1
 
 
+def _plain_pipeline(schema: pa.Schema) -> pa.Schema:
+    """``schema`` with ``pipeline`` as plain strings, as it is read: the files store it
+    dictionary-encoded (:data:`tracing.files.PIPELINE`), those of stores written before that as
+    strings; the scan casts both, and frames and records keep str values, not categories."""
+    i = schema.get_field_index("pipeline")
+    return schema.set(i, schema.field(i).with_type(pa.string()))
+
+
+NODES_READ, TENSORS_READ = _plain_pipeline(NODE_SCHEMA), _plain_pipeline(TENSOR_SCHEMA)
+
+
 def to_timestamp(value: TimeLike) -> pd.Timestamp | None:
     if value is None:
         return None
@@ -116,11 +127,11 @@ class TraceStore:
         files = committed(self.root, [pipeline],
                           (lo.date() - timedelta(days=EARLY_DAYS)) if lo is not None else None,
                           (hi.date() + timedelta(days=LATE_DAYS)) if hi is not None else None)
-        nodes = _read([n for n, _ in files], NODE_SCHEMA, FRAME_NODE_COLUMNS,
+        nodes = _read([n for n, _ in files], NODES_READ, FRAME_NODE_COLUMNS,
                       batch=list(range(len(files))))
         arrivals = nodes.loc[nodes["kind"] == "inputs", "request_id"].unique()
         tensor_files, batch = _tensor_files(files)
-        tensors = _read(tensor_files, TENSOR_SCHEMA, FRAME_TENSOR_COLUMNS,
+        tensors = _read(tensor_files, TENSORS_READ, FRAME_TENSOR_COLUMNS,
                         ds.field("request_id").isin(pa.array(arrivals, pa.string())), batch)
         frame = wide_frame(pipeline, nodes, tensors, lo, hi)
         return frame if layout is None else to_layout(frame, layout)
@@ -133,8 +144,8 @@ class TraceStore:
         dicts (a pipeline record's tensors are under its port)."""
         files = committed(self.root)
         where = ds.field("request_id") == request_id
-        nodes = _read([n for n, _ in files], NODE_SCHEMA, where=where)
-        tensors = _read(_tensor_files(files)[0], TENSOR_SCHEMA, where=where)
+        nodes = _read([n for n, _ in files], NODES_READ, where=where)
+        tensors = _read(_tensor_files(files)[0], TENSORS_READ, where=where)
         keys = ["pipeline", "kind", "node", "generation"]
         views: dict[tuple[Any, ...], dict[str, dict[str, Any]]] = {}
         for row in tensors.to_dict("records"):
@@ -154,13 +165,13 @@ class TraceStore:
         nodes table), none merged: in a loop every pass is a row of its own, where
         :meth:`frame` keeps one decision per request and step."""
         files = committed(self.root, [pipeline])
-        return _read([n for n, _ in files], NODE_SCHEMA, columns, ds.field("kind") == "step")
+        return _read([n for n, _ in files], NODES_READ, columns, ds.field("kind") == "step")
 
     def summary(self) -> list[PipelineSummary]:
         out = []
         for pipeline in self.pipelines():
             files = committed(self.root, [pipeline])
-            nodes = _read([n for n, _ in files], NODE_SCHEMA, FRAME_NODE_COLUMNS)
+            nodes = _read([n for n, _ in files], NODES_READ, FRAME_NODE_COLUMNS)
             inputs = nodes[nodes["kind"] == "inputs"]
             steps = nodes[nodes["kind"] == "step"]
             counts = steps.groupby(["node", "status"]).size()
