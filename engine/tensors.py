@@ -98,7 +98,7 @@ class Tensor:
         array = value if isinstance(value, np.ndarray) else np.asarray(value)
         kind = array.dtype.kind
         if kind == "O":
-            _check_bytes(name, array)
+            array = _bytes_values(name, array)
         elif kind in "SU":
             array = array.astype(object)  # as the Kafka transport decodes it: bytes or str
         return cls(name, datatype_of(array), array)
@@ -169,9 +169,23 @@ def carried(tensors: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
 _OBJECT = np.dtype(object)
 
 
-def _check_bytes(name: str, array: np.ndarray) -> None:
-    if not all(isinstance(v, (bytes, str)) for v in array.flat):
-        raise TensorError(f"tensor {name!r}: object array holds values that are not bytes/str")
+def _bytes_values(name: str, array: np.ndarray) -> np.ndarray:
+    """An object array of bytes/str (TensorError otherwise), holding Python str and bytes as
+    Kafka decodes them: numpy's np.str_ / np.bytes_ (what indexing a numpy string array
+    gives) become str / bytes, in a new array; the array itself when there are none."""
+    plain = True
+    for value in array.flat:
+        kind = type(value)
+        if kind is str or kind is bytes:
+            continue
+        if not isinstance(value, (bytes, str)):
+            raise TensorError(f"tensor {name!r}: object array holds values that are not bytes/str")
+        plain = False
+    if plain:
+        return array
+    out = np.empty(array.size, dtype=object)
+    out[:] = [bytes(v) if isinstance(v, bytes) else str(v) for v in array.flat]
+    return out.reshape(array.shape)
 
 
 def _checked(name: str, tensor: Tensor) -> Tensor:
@@ -198,7 +212,7 @@ def _checked(name: str, tensor: Tensor) -> Tensor:
             raise TensorError(f"tensor {name!r}: datatype {datatype} needs {want}, the array's "
                               f"dtype is {data.dtype}")
     elif datatype == "BYTES":
-        _check_bytes(name, data)
+        data = _bytes_values(name, data)
     parameters = tensor.parameters
     if parameters is not None:
         if not isinstance(parameters, Mapping):

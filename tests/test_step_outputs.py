@@ -47,6 +47,7 @@ CASES: dict[int, Any] = {
     5: lambda: {"y": Tensor("other", "BYTES", np.array([["ab"], ["c"]]))},
     6: lambda: {"y": Tensor("y", "FP64", np.array([2.0]), {"scale": 0.5, "pair": (1, 2)})},
     7: lambda: {"y": np.array([1, 2], dtype=np.int8)},
+    8: lambda: {"y": np.array([np.str_("a"), np.bytes_(b"b"), "c"], dtype=object)},
 }
 
 
@@ -152,6 +153,15 @@ def test_a_bytes_tensor_of_a_numpy_string_array_keeps_its_shape_as_objects(
     datatype, _, _, seen, _ = embedded[0][5]
     assert datatype == "BYTES"
     assert seen == [("object", (2, 1), [("str", "ab"), ("str", "c")])]
+
+
+def test_numpy_str_and_bytes_scalars_reach_the_next_step_as_python_ones(
+        embedded: tuple[dict[int, Any], list[Record]]) -> None:
+    """An object array of np.str_ / np.bytes_ (what indexing a numpy string array gives)
+    reaches the next step as str / bytes, as Kafka decodes it (the bus passed np.str_ on)."""
+    results, _ = embedded
+    _, _, _, (given,), _ = results[8]
+    assert given == ("object", (3,), [("str", "a"), ("bytes", b"b"), ("str", "c")])
 
 
 def test_the_common_case_is_untouched(embedded: tuple[dict[int, Any], list[Record]]) -> None:
