@@ -197,7 +197,7 @@ class Lineage:
             return cls(  # positional: several times cheaper than keywords, and this is hot
                 h[H_REQUEST_ID].decode(), trace_id, span_id, h[H_PIPELINE].decode(),
                 h[H_ORIGIN].decode(), 0 if generation == b"0" else int(generation),
-                _parse_parents(parents), json.loads(visits) if visits is not None else None,
+                _parse_parents(parents), _parse_visits(visits) if visits is not None else None,
                 sampled, tracestate.decode() if tracestate is not None else None,
             )
         except (KeyError, ValueError) as exc:  # UnicodeDecodeError and JSONDecodeError included
@@ -217,6 +217,15 @@ class Lineage:
 
     def __repr__(self) -> str:
         return f"Lineage({self.record_id}, parents={list(self.parents)})"
+
+
+def _parse_visits(raw: bytes) -> dict[str, int]:
+    """The visits header (cycles): a JSON object of step name -> visits so far."""
+    visits = json.loads(raw)
+    if not isinstance(visits, dict) or not all(
+            type(v) is int and v >= 0 for v in visits.values()):
+        raise ValueError("flowcause-visits is not a JSON object of non-negative integers")
+    return visits
 
 
 def _parse_parents(raw: bytes) -> tuple[str, ...]:

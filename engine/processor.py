@@ -98,8 +98,17 @@ class NodeProcessor:
             else:
                 self.absent(key, record, "skipped", "projected inputs are empty")
             return
+        if self.seen is not None and not self.plan.allow_cycles:
+            # a key this join decided: a redelivered record (same trace) starts no new join,
+            # which would run the step again or, its partner not redelivered, time out
+            trace = self.seen.get(key[:2])
+            if trace is not None:
+                if trace != lineage.trace_id and record.kind == "data":
+                    self.reused(key, record, trace)
+                return
         outcome = self.table.offer(key, slot, record, time.time())
         if outcome is not None:
+            self._decided(key)
             self.act(key, outcome, record)
         # pending keys close, and decided ones whose partners never come are forgotten, a
         # window later
@@ -118,8 +127,18 @@ class NodeProcessor:
         self._timer = None
         for key, outcome, arrivals in self.table.expire(time.time()):
             example = next(a for a in arrivals if a is not None)
+            self._decided(key)
             self.act(key, outcome, example)
         self._arm()
+
+    def _decided(self, key: Key) -> None:
+        """Remember a join's decision where records are redelivered (not in a loop, where a
+        node after the loop decides once per turn at one generation: there the join's own
+        memory of late partners is all there is)."""
+        if self.seen is not None and not self.plan.allow_cycles:
+            self.seen[key[:2]] = key[2]
+            if len(self.seen) > SEEN_LIMIT:
+                self.seen.popitem(last=False)
 
     # -- decisions -----------------------------------------------------------------------
     def act(self, key: Key, outcome: Outcome, example: Record) -> None:

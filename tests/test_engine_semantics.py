@@ -196,6 +196,43 @@ def test_untraced_steps_pass_on_the_traceparent_they_received(step: dict[str, An
     assert answer.lineage.traceparent == traceparent
 
 
+class RedeliveringBus(EmbeddedBus):
+    redelivers = True  # as KafkaTransport: processors remember what they decided
+
+
+@pytest.mark.parametrize("again", [["partner"], ["request", "partner"]])
+def test_a_join_drops_records_redelivered_after_it_decided(again: list[str]) -> None:
+    """As a Kafka worker reads again what a stop left uncommitted: the join's partner alone
+    (it started a new join that timed out: a false error for an answered request), or the
+    request and the partner (the step ran twice). Docs: processors drop keys they decided."""
+    pipes = load_pipelines({"metadata": {"name": "k"}, "spec": {
+        "steps": [{"name": "features"},
+                  {"name": "model", "inputs": ["features.outputs.f", "k.inputs.x"],
+                   "joinWindowMs": 200}],
+        "output": {"steps": ["model"]}}})
+    code = {"features": lambda i: {"f": i["x"] * 2}, "model": lambda i: {"y": i["f"] + i["x"]}}
+
+    async def main() -> tuple[Any, list[tuple[str, Record]]]:
+        bus = RedeliveringBus()
+        log: list[tuple[str, Record]] = []
+        bus.tap(lambda topic, r: log.append((topic, r)))
+        async with Engine(pipes, code, transport=bus) as eng:
+            answer = await eng.infer("k", {"id": "r1", "inputs": [fp("x", [1.0])]}, timeout=5)
+            first = {"request": next(r for t, r in log if t.endswith("pipeline.k.inputs")),
+                     "partner": next(r for t, r in log if t.endswith("model.features.outputs"))}
+            topics = {"request": eng.topics.pipeline("k", "inputs"),
+                      "partner": eng.topics.model("features", "outputs")}
+            for which in again:
+                bus.publish(topics[which], first[which])
+            await asyncio.sleep(0.4)  # two join windows
+        return answer, log
+
+    answer, log = run(main())
+    assert answer.ok and answer.outputs[0].data.tolist() == [3.0]
+    assert [t for t, _ in log if t.endswith("errors.errors")] == []
+    assert len([t for t, _ in log if t.endswith("model.model.outputs")]) == 1
+
+
 def test_error_answer_names_the_input_tensors_the_request_lacks() -> None:
     """A misspelt input tensor is a branch not taken (the step that names it does not run);
     the answer says which tensor the request lacks. A branch not taken with every input

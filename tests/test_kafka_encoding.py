@@ -104,7 +104,11 @@ def test_lineage_headers_parents_and_visits() -> None:
         assert back.to_dict() == lin.to_dict() and back.visits == {"x": 3}
     for header, bad in (("flowcause-parents", b"[1]"), ("flowcause-parents", b'["a"'),
                         ("traceparent", b"00-" + b"0" * 32 + b"-" + b"1" * 16 + b"-01"),
-                        ("flowcause-generation", b"x")):
+                        ("flowcause-generation", b"x"),
+                        # valid JSON, not a mapping of visits: it crashed the delivery, and the
+                        # record was lost without an error record (poison)
+                        ("flowcause-visits", b"[1, 2]"), ("flowcause-visits", b'{"a": -1}'),
+                        ("flowcause-visits", b'{"a": "1"}'), ("flowcause-visits", b"{")):
         headers = dict(LINEAGE.to_headers())
         headers[header] = bad
         with pytest.raises(ValueError):
