@@ -16,6 +16,7 @@ from engine.spec import load_pipelines
 from engine.tensors import Tensor
 from engine.topics import Topics
 from tests.harness import Harness, transports
+from tests.loop_example import LOOP, LOOP_STEPS
 
 PIPELINES = [
     {"metadata": {"name": "side"},  # the failing step is off the output path
@@ -137,18 +138,6 @@ def test_an_output_too_large_for_kafka_is_its_steps_failure(
         assert [r.error for r in results] == [None] * 5
     else:
         assert all(r.error is not None and r.error.endswith(answer) for r in results), results
-
-
-LOOP = {"metadata": {"name": "loop"}, "spec": {  # docs/engine.md's loop: round again until done
-    "allowCycles": True, "maxStepRevisits": 5,
-    "steps": [{"name": "inc", "inputs": ["loop.inputs.x", "check.outputs.again"],
-               "tensorMap": {"check.outputs.again": "x"}, "inputsJoinType": "any"},
-              {"name": "check", "inputs": ["inc"]},
-              {"name": "fin", "inputs": ["check.outputs.done"]}],
-    "output": {"steps": ["fin"]}}}
-LOOP_STEPS = {"inc": lambda i: {"v": i["x"] + 1},
-              "check": lambda i: {"again": i["v"]} if i["v"][0] < 3 else {"done": i["v"]},
-              "fin": lambda i: {"result": i["done"] * 100}}
 
 
 def test_a_step_after_a_loop_answers_on_the_turn_that_reaches_it(

@@ -29,6 +29,7 @@ from dashboard.windows import WindowError, parse_window
 from engine.cli import main
 from engine.engine import Engine
 from engine.spec import load_pipelines
+from tests.loop_example import LOOP_STEPS, LOOP_YAML
 from tests.test_dashboard_edges import requests, small_store
 from tests.test_tracing_store_edges import store_of
 from tracing.collector import Collector
@@ -39,28 +40,6 @@ ROOT = Path(__file__).resolve().parents[1]
 APP = ROOT / "dashboard" / "app.py"
 TIMEOUT_S = 120
 N = 40  # requests in an engine-made store
-
-LOOP = """\
-apiVersion: mlops.seldon.io/v1alpha1
-kind: Pipeline
-metadata:
-  name: loop
-spec:
-  allowCycles: true
-  maxStepRevisits: 5
-  steps:
-    - name: inc
-      inputs: [loop.inputs.x, check.outputs.again]
-      tensorMap:
-        check.outputs.again: x
-      inputsJoinType: any
-    - name: check
-      inputs: [inc]
-    - name: fin
-      inputs: [check.outputs.done]
-  output:
-    steps: [fin]
-"""
 
 BRANCHES = """\
 apiVersion: mlops.seldon.io/v1alpha1
@@ -81,19 +60,6 @@ spec:
 """
 
 
-def inc(inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    return {"v": inputs["x"] + 1}
-
-
-def check(inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    v = inputs["v"]
-    return {"again": v} if v[0] < 3 else {"done": v}
-
-
-def fin(inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    return {"result": inputs["done"] * 100}
-
-
 def route(inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     x = inputs["x"]
     return {"lo": x} if x[0] < 0.5 else {"hi": x}
@@ -109,7 +75,7 @@ def high(inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     return {"y": inputs["hi"] * 3}
 
 
-STEPS = {"inc": inc, "check": check, "fin": fin, "route": route, "low": low, "high": high}
+STEPS = {**LOOP_STEPS, "route": route, "low": low, "high": high}
 
 
 def engine_store(path: Path, spec_text: str, xs: list[float]) -> tuple[Path, Path]:
@@ -134,7 +100,7 @@ def engine_store(path: Path, spec_text: str, xs: list[float]) -> tuple[Path, Pat
 @pytest.fixture(scope="module")
 def looping(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """A store of pipeline ``loop`` whose requests go round it three times."""
-    return engine_store(tmp_path_factory.mktemp("looping"), LOOP,
+    return engine_store(tmp_path_factory.mktemp("looping"), LOOP_YAML,
                         list(np.random.default_rng(1).uniform(0, 0.9, N)))
 
 
@@ -143,14 +109,14 @@ def exhausted(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """A store of pipeline ``loop`` allowed one revisit: requests that needed more stop in
     the loop, and the frame holds the tensor that goes round it (the data shows the cycle)."""
     return engine_store(tmp_path_factory.mktemp("exhausted"),
-                        LOOP.replace("maxStepRevisits: 5", "maxStepRevisits: 1"),
+                        LOOP_YAML.replace("maxStepRevisits: 5", "maxStepRevisits: 1"),
                         list(np.random.default_rng(4).uniform(0, 2, N)))
 
 
 @pytest.fixture(scope="module")
 def straight(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """A store of pipeline ``loop`` whose requests never go round it (x >= 2 is done at once)."""
-    return engine_store(tmp_path_factory.mktemp("straight"), LOOP,
+    return engine_store(tmp_path_factory.mktemp("straight"), LOOP_YAML,
                         list(np.random.default_rng(2).uniform(2, 3, N)))
 
 

@@ -17,6 +17,7 @@ from engine.observe import StepEvent
 from engine.record import Record
 from engine.spec import load_pipelines
 from engine.tensors import Tensor
+from tests.loop_example import LOOP_STEPS, LOOP_YAML
 from tracing.collector import Collector
 from tracing.events import EventBatch, Item, PortEvent
 from tracing.recorder import StoreRecorder
@@ -24,29 +25,6 @@ from tracing.store import TraceStore
 
 T0 = 1_800_000_000 * 10**9
 MS = 1_000_000
-
-LOOP = """\
-apiVersion: mlops.seldon.io/v1alpha1
-kind: Pipeline
-metadata:
-  name: loop
-spec:
-  allowCycles: true
-  maxStepRevisits: 5
-  steps:
-    - name: inc
-      inputs: [loop.inputs.x, check.outputs.again]
-      tensorMap:
-        check.outputs.again: x
-      inputsJoinType: any
-    - name: check
-      inputs: [inc]
-    - name: fin
-      inputs: [check.outputs.done]
-  output:
-    steps: [fin]
-"""
-
 
 def tensor(name: str, value: float | str) -> Tensor:
     if isinstance(value, str):
@@ -85,18 +63,9 @@ def test_a_loop_shows_each_steps_last_run_not_its_trailing_skips(tmp_path: Path)
     skips, runs, then skips three more times: the frame shows the runs, whole."""
     store = tmp_path / "store"
 
-    def inc(i: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        return {"y": i["x"] + 1}
-
-    def check(i: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        return {"again" if float(i["y"].reshape(-1)[0]) < 3 else "done": i["y"]}
-
-    def fin(i: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        return {"out": i["done"] * 10}
-
     async def run() -> None:
         with Collector([StoreRecorder(store)]) as observer:
-            async with Engine(load_pipelines(LOOP), {"inc": inc, "check": check, "fin": fin},
+            async with Engine(load_pipelines(LOOP_YAML), LOOP_STEPS,
                               observers=[observer]) as engine:
                 result = await engine.infer("loop", [tensor("x", 0.0)], request_id="r",
                                             timeout=30)
@@ -111,11 +80,11 @@ def test_a_loop_shows_each_steps_last_run_not_its_trailing_skips(tmp_path: Path)
     for step in ("inc", "check", "fin"):
         assert row[f"{step}.status"] == "ok" and row[f"{step}.ran"] == 1.0, step
         assert row[f"{step}.latency_ms"] >= 0.0, step
-    assert row["inc.outputs.y"] == 3.0
+    assert row["inc.outputs.v"] == 3.0
     assert row["check.outputs.done"] == 3.0
     assert "check.outputs.again" not in row  # the shown run of check routed to done
-    assert row["fin.outputs.out"] == 30.0
-    assert row["loop.outputs.out"] == 30.0
+    assert row["fin.outputs.result"] == 300.0
+    assert row["loop.outputs.result"] == 300.0
 
 
 def test_of_several_runs_in_one_batch_the_last_one_shows_with_its_own_outputs(
