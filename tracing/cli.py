@@ -22,7 +22,7 @@ def print_summary(store: TraceStore) -> None:
         print(f"{store.root}: no committed batches")
     for s in summaries:
         print(f"pipeline {s.pipeline}: {s.requests} requests, {_when(s.first)} .. {_when(s.last)}, "
-              f"{s.batches} batches")
+              f"{s.batches} batch{'' if s.batches == 1 else 'es'}")
         for step, counts in s.status.items():
             statuses = ", ".join(f"{k} {v}" for k, v in sorted(counts.items()))
             latency = s.latency_ms.get(step)
