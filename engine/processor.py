@@ -73,15 +73,10 @@ class NodeProcessor:
                 # turn that brings data is not taken for a redelivery of an earlier one.
                 cyclic = self.plan.allow_cycles
                 decided = lineage.record_id if cyclic else key[:2]
-                trace = self.seen.get(decided)
-                if trace is not None:
-                    if trace != lineage.trace_id and record.kind == "data":
-                        self.reused(key, record, trace)
-                    return  # a redelivered record whose decision was already made
+                if self._decided_already(decided, key, record):
+                    return
                 if not cyclic or record.kind == "data":
-                    self.seen[decided] = lineage.trace_id
-                if len(self.seen) > SEEN_LIMIT:
-                    self.seen.popitem(last=False)
+                    self._remember(decided, lineage.trace_id)
             if record.kind != "data":
                 self.absent(key, record, "skipped", absence_reason([record]))
                 return
@@ -98,14 +93,11 @@ class NodeProcessor:
             else:
                 self.absent(key, record, "skipped", "projected inputs are empty")
             return
-        if self.seen is not None and not self.plan.allow_cycles:
-            # a key this join decided: a redelivered record (same trace) starts no new join,
-            # which would run the step again or, its partner not redelivered, time out
-            trace = self.seen.get(key[:2])
-            if trace is not None:
-                if trace != lineage.trace_id and record.kind == "data":
-                    self.reused(key, record, trace)
-                return
+        # a key this join decided: a redelivered record (same trace) starts no new join,
+        # which would run the step again or, its partner not redelivered, time out
+        if (self.seen is not None and not self.plan.allow_cycles
+                and self._decided_already(key[:2], key, record)):
+            return
         outcome = self.table.offer(key, slot, record, time.time())
         if outcome is not None:
             self._decided(key)
@@ -136,9 +128,24 @@ class NodeProcessor:
         node after the loop decides once per turn at one generation: there the join's own
         memory of late partners is all there is)."""
         if self.seen is not None and not self.plan.allow_cycles:
-            self.seen[key[:2]] = key[2]
-            if len(self.seen) > SEEN_LIMIT:
-                self.seen.popitem(last=False)
+            self._remember(key[:2], key[2])
+
+    def _decided_already(self, decided: tuple[str, int] | str, key: Key, record: Record) -> bool:
+        """Whether ``decided`` (see ``seen``) was decided: ``record`` is then a redelivery,
+        dropped, or, in another trace, a client reusing the request id, refused."""
+        assert self.seen is not None
+        trace = self.seen.get(decided)
+        if trace is None:
+            return False
+        if trace != record.lineage.trace_id and record.kind == "data":
+            self.reused(key, record, trace)
+        return True
+
+    def _remember(self, decided: tuple[str, int] | str, trace_id: str) -> None:
+        assert self.seen is not None
+        self.seen[decided] = trace_id
+        if len(self.seen) > SEEN_LIMIT:
+            self.seen.popitem(last=False)
 
     # -- decisions -----------------------------------------------------------------------
     def act(self, key: Key, outcome: Outcome, example: Record) -> None:

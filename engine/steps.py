@@ -174,7 +174,7 @@ def to_tensors(result: Any, step: str) -> tuple[Tensor, ...]:
             tensor = Tensor.from_array(name, value)
         except (TensorError, ValueError, TypeError) as exc:
             raise MalformedOutput(f"step {step!r} returned malformed tensor {name!r}: {exc}") from None
-        if tensor.data is value or tensor.data is getattr(value, "data", None):
+        if tensor.data is (value.data if isinstance(value, Tensor) else value):
             tensor = Tensor(tensor.name, tensor.datatype, tensor.data.copy(), tensor.parameters)
         out.append(tensor)
     return tuple(out)

@@ -159,7 +159,7 @@ def carried(tensors: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
         dtype = data.dtype
         if type(tensor.datatype) is not str or dtype is not DTYPES.get(tensor.datatype):
             break  # an identity test: numpy's dtypes of native byte order are singletons
-        if dtype is _OBJECT and not all(type(v) is str or type(v) is bytes for v in data.flat):
+        if dtype is _OBJECT and _bytes_values(tensor.name, data) is not data:
             break
     else:
         return tensors
