@@ -185,7 +185,9 @@ class NodeProcessor:
                 return
         lineage = self.out_lineage(key, example, self.plan.origin, example.lineage.span_id, ())
         reason = bounded_error(reason)
-        self.publish(self.control_topic, Record(lineage, kind="absent", error=f"{status}: {reason}"))
+        text = f"{status}: {reason}"
+        self.inputs_absent(key, lineage, text)
+        self.publish(self.control_topic, Record(lineage, kind="absent", error=text))
         if self.observers and self.plan.kind == "step":
             self.notify(StepEvent(self.plan.pipeline, self.plan.name, status, lineage,
                                   (example.lineage.span_id,), error=reason))
@@ -193,8 +195,11 @@ class NodeProcessor:
     def fail(self, key: Key, example: Record, message: str, status: str = "error",
              lineage: Lineage | None = None, inputs: tuple[Tensor, ...] = (),
              times: tuple[int, int, int] = (0, 0, 0), batch_size: int = 1,
-             parent_spans: tuple[str, ...] = ()) -> None:
-        """Error record on the errors topic, and an absence notice so joins downstream end."""
+             parent_spans: tuple[str, ...] = (), inputs_made: bool = False) -> None:
+        """Error record on the errors topic, and an absence notice so joins downstream end.
+
+        ``inputs_made``: a step that failed after it published its joined inputs (its code
+        raised): readers of its inputs have them, only its outputs are announced absent."""
         plan = self.plan
         # bounded: an exception message can be any size, a record cannot
         text = bounded_error(f"{'step ' + repr(plan.name) if plan.kind == 'step' else plan.kind} "
@@ -205,12 +210,18 @@ class NodeProcessor:
             (example.lineage.record_id,))
         error, notice = failure_records(base, plan.name, plan.origin, text)
         self.publish(self.errors_topic, error)
+        if not inputs_made:
+            self.inputs_absent(key, base, notice.error or "")
         self.publish(self.control_topic, notice)
         if self.observers and plan.kind == "step":
             self.notify(StepEvent(plan.pipeline, plan.name, status, base,
                                   parent_spans or (example.lineage.span_id,), inputs=inputs,
                                   received_ns=times[0], started_ns=times[1], finished_ns=times[2],
                                   batch_size=batch_size, error=text))
+
+    def inputs_absent(self, key: Key, lineage: Lineage, text: str) -> None:
+        """A step's joined inputs record (``S.inputs``) that was not made: see StepProcessor.
+        Other nodes publish no inputs record."""
 
     def reused(self, key: Key, record: Record, trace_id: str) -> None:
         """A request id this node already decided, in a request of another trace: not a
@@ -420,6 +431,25 @@ class StepProcessor(NodeProcessor):
             return
         self.succeed(run, outputs, started)
 
+    def inputs_absent(self, key: Key, lineage: Lineage, text: str) -> None:
+        """The step did not make its joined inputs record for ``key`` (it was skipped, its
+        join failed, or it ran beyond maxStepRevisits): nodes that read ``<step>.inputs``
+        (a step, an output stage, another pipeline's input stage) are told so on the control
+        topic, as readers of its outputs are, so that their joins decide at once. Published
+        where the inputs record itself would be (``wants``). ``lineage`` is the outputs
+        notice's; this one differs in its origin and, in a cycle, in its visits: those the
+        inputs record would have carried, without this step's own run."""
+        if not self.wants(self.in_topic):
+            return
+        visits = lineage.visits
+        if visits is not None:
+            visits = {k: v for k, v in visits.items() if k != self.plan.name}
+            if key[1]:
+                visits[self.plan.name] = key[1]
+        inputs = lineage.child(lineage.pipeline, self.in_origin, lineage.span_id,
+                               lineage.parents, lineage.generation, visits)
+        self.publish(self.control_topic, Record(inputs, kind="absent", error=text))
+
     def step_failed(self, run: Run, exc: BaseException, started_ns: int,
                     batch_size: int = 1) -> None:
         if isinstance(exc, TimeoutError):
@@ -431,7 +461,8 @@ class StepProcessor(NodeProcessor):
         finished = time.time_ns() if self.observers else 0
         self.fail(run.key, run.example, message, lineage=self.output_lineage(run),
                   inputs=run.tensors, times=(run.received_ns, started_ns, finished),
-                  batch_size=batch_size, parent_spans=run.parent_spans)
+                  batch_size=batch_size, parent_spans=run.parent_spans,
+                  inputs_made=True)
 
     def lineage(self, run: Run, origin: str, visits: dict[str, int] | None) -> Lineage:
         lin = run.example.lineage
