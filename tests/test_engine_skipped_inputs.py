@@ -229,3 +229,23 @@ def test_inputs_notices_in_a_loop(transport_kind: str, request: pytest.FixtureRe
                 fin[::2], fin[1::2], strict=False):
             assert (i_origin, o_origin, i_gen, o_gen) == ("fin.inputs", "fin.outputs", 0, 0)
             assert i_visits == {k: n for k, n in o_visits.items() if k != "fin"}, fin
+
+
+def test_a_step_beyond_max_step_revisits_announces_its_inputs_failed(
+        request: pytest.FixtureRequest) -> None:
+    """A step that would run beyond maxStepRevisits fails before making its inputs record:
+    both its inputs and its outputs are announced absent, as errors."""
+    loop = yaml.safe_load(LOOP_YAML.replace("maxStepRevisits: 5", "maxStepRevisits: 1"))
+    h = Harness("embedded", request)
+
+    async def go() -> tuple[Any, list[Record]]:
+        async with h.engine({"pipelines": [loop]}, LOOP_STEPS) as eng:
+            res = await ask(eng, "loop", None, 0.0)
+            return res, h.records(eng.topics.control("loop"), res.request_id)
+
+    res, notices = asyncio.run(go())
+    assert "exceeded maxStepRevisits=1 (revisit 2)" in summary(res)
+    inc = [(n.lineage.origin, (n.error or "").split(":")[0], n.lineage.visits)
+           for n in notices if n.lineage.origin.startswith("inc.")]
+    assert inc == [("inc.inputs", "error", {"inc": 2, "check": 2}),
+                   ("inc.outputs", "error", {"inc": 2, "check": 2})]
