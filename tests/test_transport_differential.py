@@ -4,8 +4,8 @@ The two transports must have identical semantics (docs/engine.md), so hypothesis
 small acyclic Seldon Core v2 pipelines and runs the same spec and requests on both:
 
 - 2 to 6 steps whose inputs are drawn from the pipeline's inputs (whole or ``P.inputs.x``),
-  earlier steps' outputs (whole or ``s.outputs.T``) and, for steps that run for every
-  request, their joined inputs (``s.inputs``); ``inputsJoinType`` inner, outer or any;
+  earlier steps' outputs (whole or ``s.outputs.T``) and their joined inputs
+  (``s.inputs``); ``inputsJoinType`` inner, outer or any;
   optional triggers (``triggersJoinType`` inner, outer or any); optional ``tensorMap``
   renames (to names that may clash: an inner join naming such a pair is refused by
   validation and not generated, a clash at run time is the step's ``InputNameClash``);
@@ -36,8 +36,6 @@ may legitimately answer otherwise:
   request gets"), which depends on arrival order;
 - a batched step is a plain inner-join step fed only by topics whose tensor names never
   vary: its batch is made of whichever requests are there, and a batch fails as a whole;
-- ``s.inputs`` is read only for steps that always run (a skipped step announces its
-  outputs absent, not its inputs, so a reader would wait for its window, or for ever).
 
 - a pipeline with a step that may fail has no routers (and one with routers no step that
   may fail): when a failure and an untaken branch both keep an inner join from being made,
@@ -291,10 +289,12 @@ def cases(draw: st.DrawFn) -> Case:
         steps.append(plan)
         sources.append(Source(f"{name}.outputs", name, plan.outputs, kind in ("plain", "raise"),
                               facts, name if kind == "one" else None))
-        if not triggers and not clash and all(c[0].step is None for c in choices):
-            # it runs for every request: its joined inputs may be read
+        if not clash:
+            # its joined inputs carry data whenever it runs (even when its code then raises);
+            # when it does not, it announces them absent
             joined = tuple(n for g in given_names(choices, renames) for n in g)
-            sources.append(Source(f"{name}.inputs", name, joined, True, frozenset(), None))
+            every = join == "inner" and all(s.fixed for s, _ in slots(choices).values())
+            sources.append(Source(f"{name}.inputs", name, joined, every, facts, None))
     spec: dict[str, Any] = {"steps": specs}
     if draw(st.integers(0, 3)):
         steps_join = draw(st.sampled_from(("inner", "outer", "any")))
