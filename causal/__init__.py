@@ -17,7 +17,13 @@ from typing import Any
 import pandas as pd
 
 from causal.encoding import usable_columns
-from causal.frames import WindowError, check_numbers, check_rows, without_infinities
+from causal.frames import (
+    WindowError,
+    check_numbers,
+    check_rows,
+    numbers_apart,
+    without_infinities,
+)
 from causal.graph import CausalGraph, GraphError, NodeInfo, PipelineSource, build_graph
 from causal.methods import METHODS, Method, UnsupportedMode
 from causal.result import Candidate, Ranking
@@ -27,10 +33,11 @@ GraphOrSpec = CausalGraph | PipelineSource
 
 def graph_for(graph_or_spec: GraphOrSpec, *frames: pd.DataFrame,
               layout: Mapping[str, str] | None = None) -> CausalGraph:
-    """The causal graph over the usable columns of ``frames`` (unless one is given)."""
+    """The causal graph over the usable columns of ``frames`` (unless one is given), with
+    numbers and text apart as the rankings read them (:func:`causal.frames.numbers_apart`)."""
     if isinstance(graph_or_spec, CausalGraph):
         return graph_or_spec
-    columns = usable_columns(*frames)
+    columns = usable_columns(*numbers_apart(*frames))
     graph = build_graph(graph_or_spec, columns, layout)
     if not graph.nodes:
         shown = ", ".join(columns[:5]) + (", ..." if len(columns) > 5 else "")
@@ -51,6 +58,7 @@ def localise(graph_or_spec: GraphOrSpec, reference: pd.DataFrame, incident: pd.D
     """Rank the steps that may have caused ``incident`` to differ from ``reference``."""
     check_rows(reference, "reference")
     check_rows(incident, "incident")
+    reference, incident = numbers_apart(reference, incident)
     # ±inf is missing, in every window alike (causal.frames.without_infinities)
     reference, incident = without_infinities(reference), without_infinities(incident)
     graph = graph_for(graph_or_spec, reference, incident, layout=layout)
@@ -72,6 +80,7 @@ def explain_request(graph_or_spec: GraphOrSpec, reference: pd.DataFrame,
            else request.iloc[:1])
     check_rows(reference, "reference")
     check_rows(row, "request", 1)
+    reference, row = numbers_apart(reference, row)
     reference, row = without_infinities(reference), without_infinities(row)
     graph = graph_for(graph_or_spec, reference, row, layout=layout)
     check_numbers(graph.nodes, {"reference": reference, "request": row})

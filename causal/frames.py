@@ -49,6 +49,50 @@ def check_numbers(columns: Sequence[str], frames: Mapping[str, pd.DataFrame]) ->
                                   f"numbers (e.g. {bad.iloc[0]!r}) where the other window's are")
 
 
+TEXT_SUFFIX = ".text"  # the text values of a column that holds numbers and text
+
+
+def _number(value: object) -> bool:
+    return isinstance(value, (int, float, np.number)) and not isinstance(value, (str, bytes))
+
+
+def numbers_apart(*frames: pd.DataFrame) -> tuple[pd.DataFrame, ...]:
+    """The frames with every text column (object dtype) that holds numbers read as numbers,
+    decided over all frames together. A tensor that is a number in some requests and text
+    in others is one object column of a trace-store frame (docs/trace-store.md); read as
+    text it would be a category of hundreds of values (no node at all past
+    ``causal.encoding.MAX_CATEGORIES``), and a window holding only its numbers would not
+    match one holding both. So such a column ``C`` becomes two nodes of its tensor: ``C``
+    with the numbers (NaN where the value is text) and ``C.text`` with the text (missing
+    where it is a number), in every frame; an object column holding numbers only becomes a
+    numeric one. Frames without such columns are returned as they are."""
+    numbers: dict[str, bool] = {}
+    texts: dict[str, bool] = {}
+    for frame in frames:
+        for col in frame.columns:
+            if frame[col].dtype != object:
+                continue
+            values = frame[col].dropna()
+            numbers[col] = numbers.get(col, False) or any(map(_number, values))
+            texts[col] = texts.get(col, False) or not all(map(_number, values))
+    changed = [c for c, has in numbers.items() if has]
+    if not changed:
+        return frames
+    out = []
+    for frame in frames:
+        frame = frame.copy()
+        for col in changed:
+            if col not in frame:
+                continue
+            values = frame[col]
+            is_number = values.map(_number).astype(bool)
+            frame[col] = pd.to_numeric(values.where(is_number), errors="coerce")
+            if texts[col]:
+                frame[col + TEXT_SUFFIX] = values.where(~is_number & values.notna())
+        out.append(frame)
+    return tuple(out)
+
+
 def without_infinities(frame: pd.DataFrame) -> pd.DataFrame:
     """``frame`` with every ±inf of its numeric columns made NaN, a missing value (the
     frame itself when it holds none). An infinity is no number a mechanism can be fitted

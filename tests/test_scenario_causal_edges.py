@@ -166,7 +166,7 @@ def test_a_request_needs_a_reference_of_two(windows: tuple[pd.DataFrame, pd.Data
 
 def test_text_in_a_numeric_column_is_named(windows: tuple[pd.DataFrame, pd.DataFrame]) -> None:
     reference, incident = windows
-    typo = incident.astype({"input": object})
+    typo = incident.astype({"input": str})  # as pandas reads a CSV column with a typo
     typo.loc[4, "input"] = "100.0x"
     with pytest.raises(causal.WindowError, match=r"column 'input' of the incident window .*'100.0x'"):
         causal.localise(load_pipelines(SPEC), reference, typo, layout=load_layout(LAYOUT))
