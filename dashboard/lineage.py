@@ -54,3 +54,20 @@ def lineage_rows(records: pd.DataFrame) -> list[dict[str, Any]]:
 
 def lineage(store: TraceStore, request_id: str) -> list[dict[str, Any]]:
     return lineage_rows(store.records(request_id))
+
+
+def node_notes(rows: list[dict[str, Any]], pipeline: str) -> dict[str, list[str]]:
+    """The DAG note of each node of ``pipeline`` in :func:`lineage_rows` rows: the status
+    (and latency) of one decision, picked as the frame picks it (docs/trace-store.md): the
+    latest that was not a skip, else the latest skip. In a loop the trailing skips of the
+    generations never reached must not hide the runs. Latest: the highest generation, then
+    the one that finished last (the rows' order)."""
+    shown: dict[str, tuple[tuple[bool, int, int], dict[str, Any]]] = {}
+    for i, r in enumerate(rows):
+        if r["pipeline"] != pipeline:
+            continue
+        node, rank = r["node"].strip("<>"), (r["status"] != "skipped", r["generation"], i)
+        if node not in shown or rank > shown[node][0]:
+            shown[node] = (rank, r)
+    return {node: [r["status"] + ("" if r["latency_ms"] is None else f", {r['latency_ms']:.3g} ms")]
+            for node, (_, r) in shown.items()}

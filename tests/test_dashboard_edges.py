@@ -1,9 +1,12 @@
 """Edges of the dashboard: windows too small to rank, choices kept while the store grows,
 the scenario page's phase sizes, request ids that need escaping in a link, long column
-names as plot titles, and windows of a downstream pipeline of a chain."""
+names as plot titles, windows of a downstream pipeline of a chain, and the trace explorer on
+a loop."""
 
 from __future__ import annotations
 
+import asyncio
+import base64
 import re
 from pathlib import Path
 from typing import Any
@@ -15,18 +18,24 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from dashboard.data import from_store
+from dashboard.lineage import node_notes
 from dashboard.plots import distribution_figure
 from dashboard.settings import Settings
 from dashboard.views.scenario import MIN_INCIDENT
 from dashboard.windows import parse_window
 from engine.cli import main
+from engine.engine import Engine
 from engine.lineage import Lineage
 from engine.observe import StepEvent
 from engine.record import Record
+from engine.spec import load_pipelines
 from engine.tensors import Tensor
 from scenarios.spec import load_scenario
+from tests.loop_example import LOOP_STEPS, LOOP_YAML
 from tests.test_tracing_store_edges import store_of  # events committed as one batch
+from tracing.collector import Collector
 from tracing.events import Item, PortEvent
+from tracing.recorder import StoreRecorder
 from tracing.store import TraceStore
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -230,3 +239,55 @@ def test_window_of_a_downstream_pipeline_has_its_upstream_columns(chain_store: P
     columns = [c for c in upstream.columns if c.startswith("loan_features.inputs.")]
     pd.testing.assert_frame_equal(frame[columns], upstream.loc[frame.index, columns])
     assert frame[columns].notna().all().all()
+
+
+# -------------------------------------------------------------- the trace explorer on a loop
+
+def shown_notes(at: AppTest) -> dict[str, str]:
+    """The DAG picture's first note under each node: its status (and latency)."""
+    (image,) = at.image
+    svg = base64.b64decode(image.proto.imgs[0].url.split(",", 1)[1]).decode()
+    return dict(re.findall(r'<g class="node [^"]*" data-node="([^"]*)">.*?'
+                           r'<text[^>]*font-weight="bold">[^<]*</text><text[^>]*>([^<]*)</text>',
+                           svg))
+
+
+def test_trace_explorer_shows_a_loops_steps_by_their_runs_and_each_decisions_own_tensors(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """tests/loop_example.py from x = 0: inc and check run three times, fin once, and each
+    then skips: the DAG shows the runs (as the frame does), not the trailing skips, and the
+    Tensors table lists fin's input and output once, from its run (a skip consumed nothing)."""
+    store, spec = tmp_path / "store", tmp_path / "loop.yaml"
+    spec.write_text(LOOP_YAML)
+
+    async def run() -> None:
+        with Collector([StoreRecorder(store)]) as observer:
+            async with Engine(load_pipelines(LOOP_YAML), LOOP_STEPS,
+                              observers=[observer]) as engine:
+                x = Tensor("x", "FP64", np.array([0.0]))
+                assert (await engine.infer("loop", [x], request_id="r", timeout=30)).ok
+
+    asyncio.run(run())
+    at = app(store, spec, monkeypatch, "traces", pipeline="loop", request="r")
+    assert not at.exception, at.exception
+    notes = shown_notes(at)
+    assert {n: notes[n].split(",")[0] for n in ("inputs", "inc", "check", "fin", "outputs")} == \
+        dict.fromkeys(("inputs", "inc", "check", "fin", "outputs"), "ok")
+    assert notes["fin"].endswith(" ms")  # the run's latency, not a skip's
+    tensors = at.dataframe[1].value
+    assert tensors[tensors["node"] == "fin"].values.tolist() == [
+        ["fin", "inputs", "done FP64[1] = 3.0"], ["fin", "outputs", "result FP64[1] = 300.0"]]
+    assert len(tensors[tensors["node"] == "inc"]) == 3 * 2  # x in, v out per run
+
+
+def test_dag_notes_show_the_latest_decision_that_was_not_a_skip_else_the_latest_skip() -> None:
+    def row(node: str, status: str, generation: int, latency: float | None = None) -> dict[str, Any]:
+        return {"pipeline": "p", "node": node, "status": status, "generation": generation,
+                "latency_ms": latency}
+
+    rows = [row("a", "ok", 0, 1.0), row("a", "ok", 1, 2.0), row("a", "skipped", 2),
+            row("b", "skipped", 0), row("b", "skipped", 1),
+            row("c", "error", 1, 3.0), row("c", "timeout", 0), row("c", "skipped", 2),
+            row("<outputs>", "ok", 0), {**row("a", "ok", 5, 9.0), "pipeline": "q"}]
+    assert node_notes(rows, "p") == {"a": ["ok, 2 ms"], "b": ["skipped"], "c": ["error, 3 ms"],
+                                     "outputs": ["ok"]}

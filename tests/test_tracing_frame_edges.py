@@ -152,3 +152,87 @@ def test_a_tensor_whose_datatype_varies_keeps_its_numbers_and_its_texts(tmp_path
     assert frame["s.outputs.n"].dtype == np.float64
     assert pd.api.types.is_string_dtype(frame["s.outputs.t"])
     assert frame["s.outputs.t"].tolist() == [f"t{i}" for i in range(5)]
+
+
+# -------------------------------------------------------------- records(): each decision's own tensors
+
+def values(views: dict[str, dict[str, object]]) -> dict[str, object]:
+    """A records() ``inputs``/``outputs`` cell as name -> the size-1 tensor's value."""
+    return {name: view["data"].reshape(-1)[0] for name, view in views.items()}  # type: ignore[union-attr]
+
+
+def test_records_give_each_decision_of_a_loop_its_own_tensors_and_a_skip_none(
+        tmp_path: Path) -> None:
+    """docs/trace-store.md: a skipped step consumed nothing. inc runs at generations 0-2 (x =
+    0, 1, 2) then skips; fin (generation 0 throughout) skips while the loop goes round, runs
+    once, then skips: only its run shows done and result, each pass of inc its own x and v."""
+    store = tmp_path / "store"
+
+    async def run() -> None:
+        with Collector([StoreRecorder(store)]) as observer:
+            async with Engine(load_pipelines(LOOP_YAML), LOOP_STEPS,
+                              observers=[observer]) as engine:
+                result = await engine.infer("loop", [tensor("x", 0.0)], request_id="r",
+                                            timeout=30)
+                assert result.ok, result.error
+
+    asyncio.run(run())
+    recorded = TraceStore(store).records("r")
+    steps = recorded[recorded["kind"] == "step"]
+    skips = steps[steps["status"] == "skipped"]
+    assert len(skips[skips["node"] == "fin"]) >= 2
+    for row in skips.itertuples():
+        assert row.inputs == {} and row.outputs == {}, (row.node, row.generation)
+    ran = steps[steps["status"] == "ok"].sort_values(["node", "generation"])
+    seen = {(r.node, r.generation): (values(r.inputs), values(r.outputs))
+            for r in ran.itertuples()}
+    assert seen == {
+        ("inc", 0): ({"x": 0.0}, {"v": 1.0}),
+        ("inc", 1): ({"x": 1.0}, {"v": 2.0}),
+        ("inc", 2): ({"x": 2.0}, {"v": 3.0}),
+        ("check", 0): ({"v": 1.0}, {"again": 1.0}),
+        ("check", 1): ({"v": 2.0}, {"again": 2.0}),
+        ("check", 2): ({"v": 3.0}, {"done": 3.0}),
+        ("fin", 0): ({"done": 3.0}, {"result": 300.0}),
+    }
+    ports = recorded[recorded["kind"] != "step"].set_index("kind")
+    assert values(ports.loc["inputs", "inputs"]) == {"x": 0.0}
+    assert values(ports.loc["outputs", "outputs"]) == {"result": 300.0}
+
+
+def records_of(path: Path, events: list[Item]) -> pd.DataFrame:
+    """records("r") with ``events`` committed as one batch."""
+    recorder = StoreRecorder(path)
+    recorder.consume(EventBatch.of(events))
+    recorder.flush()
+    return TraceStore(path).records("r")
+
+
+def step_tensors(recorded: pd.DataFrame) -> list[tuple[str, dict[str, object], dict[str, object]]]:
+    steps = recorded[recorded["kind"] == "step"]
+    return [(r.status, values(r.inputs), values(r.outputs)) for r in steps.itertuples()]
+
+
+def test_records_tell_several_runs_in_one_batch_apart_as_the_frame_does(tmp_path: Path) -> None:
+    """Three runs of one generation in one batch file (the second finishing last), a skip and
+    a failure: each run shows its own output, the skip nothing, the failure its inputs only."""
+    recorded = records_of(tmp_path, [arrival("r"),
+                                     decision("r", "ok", {"y": 1.0}, finished_ms=10),
+                                     decision("r", "skipped", {}, finished_ms=15),
+                                     decision("r", "ok", {"y": 2.0}, finished_ms=30, took_ms=7),
+                                     decision("r", "ok", {"y": 3.0}, finished_ms=20),
+                                     decision("r", "error", {}, finished_ms=40)])
+    assert step_tensors(recorded) == [("ok", {"x": 2.0}, {"y": 1.0}),
+                                      ("skipped", {}, {}),
+                                      ("ok", {"x": 2.0}, {"y": 3.0}),
+                                      ("ok", {"x": 2.0}, {"y": 2.0}),
+                                      ("error", {"x": 2.0}, {})]
+
+
+def test_records_leave_out_outputs_of_runs_that_cannot_be_told_apart(tmp_path: Path) -> None:
+    """As in the frame: the first run made y and z, the second y only; the three output rows
+    could be split either way, so neither run shows outputs (never the other run's)."""
+    recorded = records_of(tmp_path, [arrival("r"),
+                                     decision("r", "ok", {"y": 1.0, "z": 5.0}, finished_ms=10),
+                                     decision("r", "ok", {"y": 2.0}, finished_ms=20)])
+    assert step_tensors(recorded) == [("ok", {"x": 2.0}, {}), ("ok", {"x": 2.0}, {})]

@@ -76,6 +76,41 @@ def _own_tensors(tensors: pd.DataFrame, decisions: pd.DataFrame, batch: list[str
     return pd.concat([t[t["runs"] == 1], shared[own]]).sort_values("_row", kind="stable")
 
 
+def tensor_owners(nodes: pd.DataFrame, tensors: pd.DataFrame, batch: list[str]) -> np.ndarray:
+    """For each row of ``tensors``, the position in ``nodes`` of the decision that made it,
+    or -1 where that cannot be told; as :func:`_own_tensors` does for the frame, for every
+    decision and both directions (``batch``: the columns naming a batch group, ``file``
+    among them, in both tables).
+
+    A skip has no tensors; a step's outputs are its ``ok`` decisions', its inputs those of
+    the decisions that started (it ran: ``ok``, or ``error`` raised by its code); a pipeline
+    record's tensors (direction: its port) are the record's. Within a batch group and
+    direction, rows follow their decisions' order: one such decision owns them all; of
+    several, the ``k``-th owns the ``k``-th slice where every one made the same names, and
+    none does otherwise (left out, not guessed).
+    """
+    if not len(tensors) or not len(nodes):
+        return np.full(len(tensors), -1, np.int64)
+    is_step = nodes["kind"].eq("step")
+    started = nodes["status"].ne("skipped") & nodes["started"].notna()
+    keyed = nodes[batch].assign(_node=np.arange(len(nodes)))
+    owner = pd.concat([keyed[is_step & nodes["status"].eq("ok")].assign(direction="outputs"),
+                       keyed[is_step & started].assign(direction="inputs"),
+                       keyed[~is_step].assign(direction=nodes.loc[~is_step, "kind"])])
+    groups = owner.groupby([*batch, "direction"], sort=False, dropna=False)
+    owner = owner.assign(run=groups.cumcount(), runs=groups["_node"].transform("size"))
+    t = tensors[[*batch, "direction", "name"]].assign(_row=np.arange(len(tensors)))
+    names = t.groupby([*batch, "direction"], sort=False, dropna=False)["name"]
+    t = t.assign(_rank=names.cumcount(), _size=names.transform("size"),
+                 _width=names.transform("nunique"))
+    m = t.merge(owner, on=[*batch, "direction"], how="inner")
+    own = (m["runs"] == 1) | ((m["_size"] == m["runs"] * m["_width"])
+                              & (m["_rank"] // m["_width"] == m["run"]))
+    out = np.full(len(tensors), -1, np.int64)
+    out[m.loc[own, "_row"].to_numpy()] = m.loc[own, "_node"].to_numpy()
+    return out
+
+
 def _tensor_columns(pipeline: str, tensors: pd.DataFrame, decisions: pd.DataFrame,
                     batch: list[str]
                     ) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, list[str]]]:

@@ -22,7 +22,7 @@ import pyarrow.dataset as ds
 
 from engine.tensors import DTYPES
 from tracing.files import NODE_SCHEMA, TENSOR_SCHEMA, committed, pipelines
-from tracing.frame import wide_frame
+from tracing.frame import tensor_owners, wide_frame
 from tracing.layout import to_layout
 
 log = logging.getLogger(__name__)
@@ -141,24 +141,29 @@ class TraceStore:
         decision (all fields of the nodes table), in the order they finished, with the id of
         the record the node produced (``record_id``, as its children's ``parents`` name it)
         and ``inputs`` and ``outputs`` columns mapping tensor names to :func:`tensor_view`
-        dicts (a pipeline record's tensors are under its port)."""
+        dicts (a pipeline record's tensors are under its port). Each decision has its own
+        tensors only (:func:`tracing.frame.tensor_owners`): none for a skip, inputs only for a
+        failure, and none where several runs of one generation cannot be told apart."""
         files = committed(self.root)
         where = ds.field("request_id") == request_id
-        nodes = _read([n for n, _ in files], NODES_READ, where=where)
-        tensors = _read(_tensor_files(files)[0], TENSORS_READ, where=where)
-        keys = ["pipeline", "kind", "node", "generation"]
-        views: dict[tuple[Any, ...], dict[str, dict[str, Any]]] = {}
-        for row in tensors.to_dict("records"):
-            key = (*(row[k] for k in keys), row["direction"])
-            views.setdefault(key, {})[row["name"]] = tensor_view(row)
+        nodes = _read([n for n, _ in files], NODES_READ, where=where, batch=list(range(len(files))))
+        tensor_files, batch = _tensor_files(files)
+        tensors = _read(tensor_files, TENSORS_READ, where=where, batch=batch)
+        # a tensor row names its node and generation, not its decision (one generation of a
+        # node may decide several times, in a loop): told apart as the frame does
+        owners = tensor_owners(nodes, tensors, ["pipeline", "kind", "node", "generation", "file"])
+        views: dict[tuple[int, str], dict[str, dict[str, Any]]] = {}
+        for owner, row in zip(owners.tolist(), tensors.to_dict("records"), strict=True):
+            if owner >= 0:
+                views.setdefault((owner, row["direction"]), {})[row["name"]] = tensor_view(row)
+        nodes = nodes.drop(columns=["file"]).assign(_node=np.arange(len(nodes)))
         nodes = nodes.sort_values("finished", kind="stable").reset_index(drop=True)
         origin = nodes["node"].where(nodes["kind"] != "step", nodes["node"] + ".outputs")
         nodes["record_id"] = (nodes["request_id"] + "/" + nodes["pipeline"] + "/" + origin + "/"
                               + nodes["generation"].astype(str))
         for port in ("inputs", "outputs"):
-            nodes[port] = [views.get((*(r[k] for k in keys), port), {})
-                           for r in nodes[keys].to_dict("records")]
-        return nodes
+            nodes[port] = [views.get((i, port), {}) for i in nodes["_node"].tolist()]
+        return nodes.drop(columns=["_node"])
 
     def step_decisions(self, pipeline: str, columns: list[str]) -> pd.DataFrame:
         """Every step decision recorded for ``pipeline``, one row each (``columns`` of the

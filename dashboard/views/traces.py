@@ -7,7 +7,7 @@ import streamlit as st
 
 from dashboard.context import frame, option, settings_specs, store_version
 from dashboard.dag import dag_svg, step_graph
-from dashboard.lineage import lineage
+from dashboard.lineage import lineage, node_notes
 from dashboard.settings import Settings
 from dashboard.views.common import pipelines_or_stop
 from tracing.store import TraceStore
@@ -34,10 +34,7 @@ def render(settings: Settings) -> None:
     st.caption(f"request `{request_id}`, trace `{rows[0]['trace_id']}`")
     spec = settings_specs(settings).get(pipeline)
     if spec is not None:
-        notes = {r["node"].strip("<>"): [r["status"] + ("" if r["latency_ms"] is None
-                                                        else f", {r['latency_ms']:.3g} ms")]
-                 for r in rows if r["pipeline"] == pipeline}
-        st.image(dag_svg(step_graph(spec), notes=notes))
+        st.image(dag_svg(step_graph(spec), notes=node_notes(rows, pipeline)))
     table = pd.DataFrame(rows)
     st.dataframe(table[["pipeline", "node", "status", "time", "latency_ms", "batch_size", "error"]],
                  hide_index=True)
