@@ -90,7 +90,12 @@ def _cast(values: np.ndarray, like: np.ndarray) -> np.ndarray:
     """``values`` in ``like``'s dtype (integers rounded)."""
     if like.dtype.kind in "iu":
         info = np.iinfo(like.dtype)
-        return np.clip(np.rint(values), info.min, info.max).astype(like.dtype)
+        rounded = np.rint(values)
+        # compared as floats: float(int64 max) is 2**63, which the cast would wrap round
+        high, low = rounded >= float(info.max), rounded <= float(info.min)
+        out = np.where(high | low, 0, rounded).astype(like.dtype)
+        out[high], out[low] = info.max, info.min
+        return out
     return values.astype(like.dtype)
 
 
@@ -149,7 +154,7 @@ def _stuck(p: StuckParams, arrays: Arrays, frozen: Arrays) -> Arrays:
     for name in _selected(p.tensors, arrays):
         a = arrays[name]
         if p.value is not None and _numeric(a):
-            out[name] = np.full_like(a, p.value)
+            out[name] = _cast(np.full(a.shape, float(p.value)), a)
         elif p.value is None:
             out[name] = frozen.setdefault(name, a.copy()).copy()
     return out

@@ -94,10 +94,19 @@ class TensorDistribution(_Model):
 
 
 def as_datatype(values: np.ndarray, datatype: str) -> np.ndarray:
-    """``values`` as the OIP ``datatype`` (BYTES: an object array of str)."""
+    """``values`` as the OIP ``datatype`` (BYTES: an object array of str). Numbers beyond an
+    integer datatype's range, or not finite, raise ValueError: numpy would wrap them round
+    (640 as INT8 is -128), as the engine refuses such values in a request."""
     if datatype == "BYTES":
         return np.array([str(v) for v in values.reshape(-1)], dtype=object).reshape(values.shape)
-    return values.astype(DTYPES[datatype])
+    dtype = np.dtype(DTYPES[datatype])
+    if dtype.kind in "iu" and values.dtype.kind in "iuf" and values.size:
+        info = np.iinfo(dtype)
+        bad = ~np.isfinite(values) | (values < info.min) | (values > info.max)
+        if bad.any():
+            raise ValueError(f"{values[bad].reshape(-1)[0].item()!r} is not a {datatype} "
+                             f"(range {info.min} to {info.max})")
+    return values.astype(dtype)
 
 
 class CsvColumn(_Model):

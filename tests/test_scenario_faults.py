@@ -125,6 +125,10 @@ def test_stuck_at_a_given_value(tmp_path: Path) -> None:
     _, _, inc = run(toy({"step": "scale", "type": "stuck", "params": {"tensors": ["y"], "value": 7.0}}),
                     tmp_path)
     assert (inc["scale.outputs.y"] == 7.0).all()
+    _, _, inc = run(toy({"step": "scale", "type": "stuck",
+                         "params": {"tensors": ["count"], "value": 1e30}}), tmp_path / "big")
+    # an integer tensor holds the value clipped to its range, as shift's results are
+    assert (inc["scale.outputs.count"] == np.iinfo(np.int64).max).all()
 
 
 def test_nan_blanks_floats_and_removes_other_tensors(tmp_path: Path) -> None:

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from scenarios import traffic
-from scenarios.spec import INPUTS, Scenario, ScenarioError, load_scenario
+from scenarios.spec import INPUTS, Scenario, ScenarioError, as_datatype, load_scenario
 from scenarios.suite import BUILTIN, discover
 
 PIPELINE = """\
@@ -110,3 +110,22 @@ def test_every_builtin_scenario_loads() -> None:
     assert sum(s.is_control for s in scenarios) >= 5
     steps = max(len(p.steps) for s in scenarios for p in s.pipelines())
     assert steps >= 30
+
+
+def test_numbers_beyond_an_integer_datatype_are_refused_not_wrapped(tmp_path: Path) -> None:
+    body = ("traffic:\n  inputs:\n"
+            "    x: {distribution: normal, params: {loc: 0, scale: 1000}, datatype: INT8}\n"
+            "faults:\n  - {type: none}\n")
+    with pytest.raises(ScenarioError, match=r"traffic\.inputs\.x: .*is not a INT8 \(range -128 to 127\)"):
+        load_scenario(write(tmp_path, body))
+    wide = CSV.replace("{column: amount}", "{column: amount, datatype: INT8}")
+    (tmp_path / "rows.csv").write_text("amount,kind\n1.5,a\n300,b\n")
+    path = tmp_path / "s.yaml"
+    path.write_text("name: s\npipeline: p.yaml\nsteps: some.module\n" + wide
+                    + "faults:\n  - {type: none}\n")
+    with pytest.raises(ScenarioError, match=r"300\.0 is not a INT8"):
+        load_scenario(path)
+    assert as_datatype(np.array([1.7, -128.0]), "INT8").tolist() == [1, -128]
+    with pytest.raises(ValueError, match="nan is not a INT64"):
+        as_datatype(np.array([np.nan]), "INT64")
+    assert np.isnan(as_datatype(np.array([np.nan]), "FP32")[0])
