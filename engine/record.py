@@ -12,8 +12,8 @@ compact binary framing (all integers little-endian)::
 ``data`` is the C-order array in little-endian; for ``BYTES`` it is, per element, a length
 u32, a tag u8 (0 bytes, 1 str) and the element's bytes (str as UTF-8), so both element
 types come back as they went. The datatype code is the index in :data:`DATATYPE_CODES`.
-Encoding costs a struct pack and one copy of the array bytes; decoding makes one writable
-copy of the value that the decoded arrays are views of. 0xFC never starts JSON, so a value
+Encoding costs a struct pack and one copy of the array bytes; decoded arrays are read-only
+views of the value (docs/kafka-transport.md). 0xFC never starts JSON, so a value
 starting with ``{`` is read as the JSON form (``kind``, ``tensors`` in OIP v2 JSON,
 ``error``) that external producers may write.
 """
