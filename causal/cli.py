@@ -14,6 +14,7 @@ from causal.frames import WindowError, read_window
 from causal.graph import GraphError, spec_problems
 from engine.cli import at_least_one
 from engine.spec import load_pipelines
+from engine.validate import first_problem
 
 MODES = {"shift": "compare two windows", "anomaly": "explain one request (--request)"}
 
@@ -78,9 +79,7 @@ def _localise(args: argparse.Namespace) -> int:
     pipelines = [p for f in args.pipeline for p in load_pipelines(Path(f))]
     problems = spec_problems(pipelines)  # as `flowcause validate` reports them
     if problems:
-        more = len(problems) - 1
-        raise SpecProblem(problems[0] + (f" (and {more} more problem{'s' * (more != 1)}: "
-                                         "flowcause validate lists them)" if more else ""))
+        raise SpecProblem(first_problem(problems))
     names = [p.name for p in pipelines]
     layout = None
     if args.layout:

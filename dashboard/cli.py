@@ -14,6 +14,7 @@ from dashboard.runs import scenario_run
 from dashboard.settings import Settings
 from dashboard.windows import parse_window
 from engine.spec import Pipeline, SpecError, load_pipelines
+from engine.validate import first_problem, validate
 from tracing.layout import load_layout
 from tracing.store import TraceStore
 
@@ -21,8 +22,17 @@ APP = Path(__file__).with_name("app.py")
 FORMATS = {".html": "html", ".htm": "html", ".json": "json", ".md": "md"}
 
 
+class InvalidPipeline(ValueError):
+    """A spec that loads but does not validate (as ``flowcause validate`` reports it)."""
+
+
 def _load(files: list[str]) -> list[Pipeline]:
-    return [p for f in files for p in load_pipelines(Path(f))]
+    """The pipelines of ``files``; raises SpecError or :class:`InvalidPipeline`."""
+    pipelines = [p for f in files for p in load_pipelines(Path(f))]
+    problems = validate(pipelines)
+    if problems:
+        raise InvalidPipeline(first_problem(problems))
+    return pipelines
 
 
 def comparison(args: argparse.Namespace) -> Comparison:
@@ -116,6 +126,9 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
         _load(args.pipeline)
     except SpecError as exc:
         print(f"flowcause dashboard: {exc.one_line()}", file=sys.stderr)
+        return 2
+    except InvalidPipeline as exc:
+        print(f"flowcause dashboard: {exc}", file=sys.stderr)
         return 2
     settings = Settings(str(Path(args.store).resolve()), tuple(str(Path(p).resolve()) for p in args.pipeline))
     print(f"flowcause dashboard on http://{args.host}:{args.port}/ (Ctrl-C stops it)", flush=True)

@@ -223,3 +223,11 @@ def validate(pipelines: Iterable[Pipeline]) -> list[str]:
         names.add(p.name)
         problems += pipeline_problems(p)
     return problems
+
+
+def first_problem(problems: list[str]) -> str:
+    """The first of ``problems`` on one line, with how many more ``flowcause validate``
+    lists (for commands that stop at a spec that does not validate)."""
+    more = len(problems) - 1
+    return problems[0] + (f" (and {more} more problem{'s' * (more != 1)}: flowcause validate "
+                          "lists them)" if more else "")

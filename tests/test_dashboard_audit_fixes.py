@@ -309,8 +309,13 @@ def test_dashboard_command_checks_the_specs_before_starting(tmp_path: Path, monk
     invalid = tmp_path / "invalid.yaml"
     invalid.write_text("apiVersion: mlops.seldon.io/v1alpha1\nkind: Pipeline\nmetadata: {name: p}\n"
                        "spec: {steps: [{name: 1, inputs: 2}, {inputs: [a]}]}\n")
+    unvalidated = tmp_path / "unvalidated.yaml"  # loads, but `flowcause validate` refuses it
+    unvalidated.write_text("apiVersion: mlops.seldon.io/v1alpha1\nkind: Pipeline\n"
+                           "metadata: {name: q}\nspec:\n  steps:\n"
+                           "    - {name: a, inputs: [nope.outputs.zz]}\n")
     for wrong, says in ((tmp_path / "missing.yaml", "cannot read pipeline file"),
-                        (bad, "expected apiVersion"), (invalid, "invalid.yaml")):
+                        (bad, "expected apiVersion"), (invalid, "invalid.yaml"),
+                        (unvalidated, "unvalidated.yaml:6: pipeline 'q'")):
         assert dashboard.cli.cmd_dashboard(dashboard_args(store, spec, wrong)) == 2
         out, err = capsys.readouterr()
         assert err.startswith("flowcause dashboard: ") and says in err
@@ -318,6 +323,12 @@ def test_dashboard_command_checks_the_specs_before_starting(tmp_path: Path, monk
     assert not started
     dashboard.cli.cmd_dashboard(dashboard_args(store, spec))
     assert len(started) == 1
+    # a report refuses it as `flowcause localise` does: exit 2, file and line
+    assert main(["report", "--store", str(store), "--pipeline", str(unvalidated),
+                 "--reference", "first:1", "--incident", "last:1",
+                 "--out", str(tmp_path / "r.html")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("flowcause report: ") and "unvalidated.yaml:6:" in err, err
 
 
 def test_pages_say_a_spec_file_cannot_be_loaded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
