@@ -368,7 +368,8 @@ def _check_names(scenario: Scenario, file: Path) -> None:
     tensors = _traffic_tensors(scenario, file)
     for i, fault in enumerate(scenario.faults):
         if fault.step != INPUTS and fault.step not in steps:
-            raise ScenarioError(f"{file}: fault on unknown step {fault.step!r}")
+            raise ScenarioError(f"{file}: faults.{i}.step: {fault.step!r} is no step of the "
+                                f"pipelines ({', '.join(sorted(steps))}) nor {INPUTS!r}")
         if fault.ground_truth is not None and fault.ground_truth not in suspects:
             raise ScenarioError(f"{file}: faults.{i}.ground_truth {fault.ground_truth!r} is neither a "
                                 f"step nor a pipeline ({', '.join(sorted(suspects))})")

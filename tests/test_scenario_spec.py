@@ -43,7 +43,7 @@ def test_paths_resolve_against_the_scenario_file(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(("faults", "message"), [
-    ("  - {step: nowhere, type: noise, params: {std: 1}}\n", "unknown step 'nowhere'"),
+    ("  - {step: nowhere, type: noise, params: {std: 1}}\n", "faults.0.step: 'nowhere' is no step"),
     ("  - {step: a, type: melt}\n", "faults.0"),
     ("  - {step: inputs, type: latency, params: {ms: 5}}\n", "needs a step"),
     ("  - {step: a, type: noise, params: {sdt: 1}}\n", "sdt"),
