@@ -58,9 +58,8 @@ def frame_of(path: Path, events: list[Item]) -> pd.DataFrame:
     return TraceStore(path).frame("p")
 
 
-def test_a_loop_shows_each_steps_last_run_not_its_trailing_skips(tmp_path: Path) -> None:
-    """inc runs at generations 0-2 then skips 3-5; fin (after the loop, generation 0) skips,
-    skips, runs, then skips three more times: the frame shows the runs, whole."""
+def loop_store(tmp_path: Path) -> TraceStore:
+    """The docs' loop pipeline run from x = 0 as request "r", recorded into a store."""
     store = tmp_path / "store"
 
     async def run() -> None:
@@ -72,7 +71,13 @@ def test_a_loop_shows_each_steps_last_run_not_its_trailing_skips(tmp_path: Path)
                 assert result.ok, result.error
 
     asyncio.run(run())
-    traces = TraceStore(store)
+    return TraceStore(store)
+
+
+def test_a_loop_shows_each_steps_last_run_not_its_trailing_skips(tmp_path: Path) -> None:
+    """inc runs at generations 0-2 then skips 3-5; fin (after the loop, generation 0) skips,
+    skips, runs, then skips three more times: the frame shows the runs, whole."""
+    traces = loop_store(tmp_path)
     recorded = traces.records("r")
     assert recorded.loc[recorded["node"] == "fin", "status"].tolist().count("skipped") >= 2
     assert (recorded.loc[recorded["node"] == "inc", "status"] == "skipped").any()
@@ -166,18 +171,7 @@ def test_records_give_each_decision_of_a_loop_its_own_tensors_and_a_skip_none(
     """docs/trace-store.md: a skipped step consumed nothing. inc runs at generations 0-2 (x =
     0, 1, 2) then skips; fin (generation 0 throughout) skips while the loop goes round, runs
     once, then skips: only its run shows done and result, each pass of inc its own x and v."""
-    store = tmp_path / "store"
-
-    async def run() -> None:
-        with Collector([StoreRecorder(store)]) as observer:
-            async with Engine(load_pipelines(LOOP_YAML), LOOP_STEPS,
-                              observers=[observer]) as engine:
-                result = await engine.infer("loop", [tensor("x", 0.0)], request_id="r",
-                                            timeout=30)
-                assert result.ok, result.error
-
-    asyncio.run(run())
-    recorded = TraceStore(store).records("r")
+    recorded = loop_store(tmp_path).records("r")
     steps = recorded[recorded["kind"] == "step"]
     skips = steps[steps["status"] == "skipped"]
     assert len(skips[skips["node"] == "fin"]) >= 2
