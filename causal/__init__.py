@@ -37,7 +37,15 @@ def graph_for(graph_or_spec: GraphOrSpec, *frames: pd.DataFrame,
     numbers and text apart as the rankings read them (:func:`causal.frames.numbers_apart`)."""
     if isinstance(graph_or_spec, CausalGraph):
         return graph_or_spec
-    columns = usable_columns(*numbers_apart(*frames))
+    return _graph_over(graph_or_spec, numbers_apart(*frames), layout)
+
+
+def _graph_over(graph_or_spec: GraphOrSpec, frames: tuple[pd.DataFrame, ...],
+                layout: Mapping[str, str] | None) -> CausalGraph:
+    """:func:`graph_for` on frames :func:`causal.frames.numbers_apart` has made already."""
+    if isinstance(graph_or_spec, CausalGraph):
+        return graph_or_spec
+    columns = usable_columns(*frames)
     graph = build_graph(graph_or_spec, columns, layout)
     if not graph.nodes:
         shown = ", ".join(columns[:5]) + (", ..." if len(columns) > 5 else "")
@@ -61,7 +69,7 @@ def localise(graph_or_spec: GraphOrSpec, reference: pd.DataFrame, incident: pd.D
     reference, incident = numbers_apart(reference, incident)
     # ±inf is missing, in every window alike (causal.frames.without_infinities)
     reference, incident = without_infinities(reference), without_infinities(incident)
-    graph = graph_for(graph_or_spec, reference, incident, layout=layout)
+    graph = _graph_over(graph_or_spec, (reference, incident), layout)
     check_numbers(graph.nodes, {"reference": reference, "incident": incident})
     runner = make_method(method, **opts)
     start = time.perf_counter()
@@ -82,7 +90,7 @@ def explain_request(graph_or_spec: GraphOrSpec, reference: pd.DataFrame,
     check_rows(row, "request", 1)
     reference, row = numbers_apart(reference, row)
     reference, row = without_infinities(reference), without_infinities(row)
-    graph = graph_for(graph_or_spec, reference, row, layout=layout)
+    graph = _graph_over(graph_or_spec, (reference, row), layout)
     check_numbers(graph.nodes, {"reference": reference, "request": row})
     runner = make_method(method, **opts)
     start = time.perf_counter()

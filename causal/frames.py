@@ -66,26 +66,28 @@ def numbers_apart(*frames: pd.DataFrame) -> tuple[pd.DataFrame, ...]:
     with the numbers (NaN where the value is text) and ``C.text`` with the text (missing
     where it is a number), in every frame; an object column holding numbers only becomes a
     numeric one. Frames without such columns are returned as they are."""
+    # per frame, per object column: which values are numbers (each value looked at once)
+    masks = [{col: frame[col].map(_number).astype(bool) for col in frame.columns
+              if frame[col].dtype == object} for frame in frames]
     numbers: dict[str, bool] = {}
     texts: dict[str, bool] = {}
-    for frame in frames:
-        for col in frame.columns:
-            if frame[col].dtype != object:
-                continue
-            values = frame[col].dropna()
-            numbers[col] = numbers.get(col, False) or any(map(_number, values))
-            texts[col] = texts.get(col, False) or not all(map(_number, values))
+    for frame, by_column in zip(frames, masks, strict=True):
+        for col, is_number in by_column.items():
+            held = frame[col].notna()
+            numbers[col] = numbers.get(col, False) or bool((is_number & held).any())
+            texts[col] = texts.get(col, False) or bool((~is_number & held).any())
     changed = [c for c, has in numbers.items() if has]
     if not changed:
         return frames
     out = []
-    for frame in frames:
+    for frame, by_column in zip(frames, masks, strict=True):
         frame = frame.copy()
         for col in changed:
             if col not in frame:
                 continue
             values = frame[col]
-            is_number = values.map(_number).astype(bool)
+            # a frame where the column is numeric already holds numbers only
+            is_number = by_column.get(col, pd.Series(True, index=values.index))
             frame[col] = pd.to_numeric(values.where(is_number), errors="coerce")
             if texts[col]:
                 frame[col + TEXT_SUFFIX] = values.where(~is_number & values.notna())
