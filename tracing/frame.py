@@ -36,58 +36,30 @@ RAN = ("ok", "error")
 DECISION = ["request_id", "kind", "node"]
 
 
-def _decisions(nodes: pd.DataFrame, batch: list[str]) -> pd.DataFrame:
+def _decisions(nodes: pd.DataFrame) -> pd.DataFrame:
     """The node row that counts per (request, kind, node) (see the module docstring), with
-    ``run`` and ``runs`` for :func:`_own_tensors`: its place among the ``ok`` decisions of its
-    ``batch`` group (NaN if it is not one) and how many there are."""
-    ok = nodes["status"].eq("ok")
-    by_batch = ok.groupby([nodes[k] for k in batch], sort=False, dropna=False)
-    nodes = nodes.assign(_decided=nodes["status"].ne("skipped"), _row=np.arange(len(nodes)),
-                         run=(by_batch.cumsum() - 1).where(ok),
-                         runs=by_batch.transform("sum"))
+    ``_node``: its position in ``nodes``."""
+    nodes = nodes.assign(_decided=nodes["status"].ne("skipped"), _node=np.arange(len(nodes)))
     order = ["_decided", "generation", "finished", *(["file"] if "file" in nodes else []),
-             "_row"]
+             "_node"]
     return (nodes.sort_values(order, kind="stable", na_position="first")
-            .drop_duplicates(DECISION, keep="last").drop(columns=["_decided", "_row"]))
-
-
-def _own_tensors(tensors: pd.DataFrame, decisions: pd.DataFrame, batch: list[str]
-                 ) -> pd.DataFrame:
-    """The rows of ``tensors`` (outputs only) that the decisions in ``decisions`` produced.
-
-    A tensor row names its request, node, generation and batch file, not its node row. Only
-    an ``ok`` decision has outputs (a skip has no tensors, a failed run or a timeout inputs
-    only; a pipeline record is always ``ok``), and the recorder writes a batch's output rows
-    in the order of their node rows. So the rows of a ``batch`` group with one ``ok``
-    decision are all its own; where a group has several (a step after a loop, fed once per
-    pass), their rows follow each other in that order, each run's names distinct. When the
-    group's rows are ``runs`` times its distinct names, every run made exactly those names
-    and the run's rows are the ``run``-th slice of them; otherwise the runs cannot be told
-    apart and the group's tensors are left out (missing, not guessed).
-    """
-    runs = decisions.loc[decisions["run"].notna(), [*batch, "run", "runs"]]
-    t = tensors.assign(_row=np.arange(len(tensors))).merge(runs, on=batch, how="inner")
-    t = t.sort_values("_row", kind="stable")
-    shared = t[t["runs"] > 1]
-    names = shared.groupby(batch, sort=False, dropna=False)["name"]
-    width = names.transform("nunique")
-    own = ((names.transform("size") == shared["runs"] * width)
-           & (names.cumcount() // width == shared["run"]))
-    return pd.concat([t[t["runs"] == 1], shared[own]]).sort_values("_row", kind="stable")
+            .drop_duplicates(DECISION, keep="last").drop(columns=["_decided"]))
 
 
 def tensor_owners(nodes: pd.DataFrame, tensors: pd.DataFrame, batch: list[str]) -> np.ndarray:
     """For each row of ``tensors``, the position in ``nodes`` of the decision that made it,
-    or -1 where that cannot be told; as :func:`_own_tensors` does for the frame, for every
-    decision and both directions (``batch``: the columns naming a batch group, ``file``
-    among them, in both tables).
+    or -1 where that cannot be told (``batch``: the columns naming a batch group, ``file``
+    among them where the reader gives it, in both tables). The frame and
+    :meth:`tracing.store.TraceStore.records` both tell owners with it.
 
-    A skip has no tensors; a step's outputs are its ``ok`` decisions', its inputs those of
-    the decisions that started (it ran: ``ok``, or ``error`` raised by its code); a pipeline
-    record's tensors (direction: its port) are the record's. Within a batch group and
-    direction, rows follow their decisions' order: one such decision owns them all; of
-    several, the ``k``-th owns the ``k``-th slice where every one made the same names, and
-    none does otherwise (left out, not guessed).
+    A tensor row names its request, node, generation and batch file, not its node row. A
+    skip has no tensors; a step's outputs are its ``ok`` decisions', its inputs those of the
+    decisions that started (it ran: ``ok``, or ``error`` raised by its code); a pipeline
+    record's tensors (direction: its port) are the record's. The recorder writes a batch's
+    tensor rows in the order of their node rows, so within a batch group and direction one
+    such decision owns them all; where there are several (a step in or after a loop, fed once
+    per pass), each run's names are distinct and the ``k``-th owns the ``k``-th slice when
+    every one made the same names; otherwise none does (left out, not guessed).
     """
     if not len(tensors) or not len(nodes):
         return np.full(len(tensors), -1, np.int64)
@@ -111,17 +83,17 @@ def tensor_owners(nodes: pd.DataFrame, tensors: pd.DataFrame, batch: list[str]) 
     return out
 
 
-def _tensor_columns(pipeline: str, tensors: pd.DataFrame, decisions: pd.DataFrame,
-                    batch: list[str]
+def _tensor_columns(pipeline: str, nodes: pd.DataFrame, tensors: pd.DataFrame,
+                    decisions: pd.DataFrame, batch: list[str]
                     ) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, list[str]]]:
     """(numeric columns, string columns, column names per owning step) of the tensor rows
-    of ``decisions``.
+    of ``decisions`` (rows of ``nodes``) but a step's inputs.
 
     The owner of a pipeline's own inputs/outputs is "". Columns keep the order of the
     tensors in their records, a vector's statistics next to each other.
     """
     t = tensors[~((tensors["kind"] == "step") & (tensors["direction"] == "inputs"))]
-    t = _own_tensors(t, decisions, batch)
+    t = t[np.isin(tensor_owners(nodes, t, batch), decisions["_node"].to_numpy())]
     t = t.drop_duplicates(["request_id", "kind", "node", "direction", "name"], keep="last")
     is_step = t["kind"] == "step"
     t = t.assign(owner=t["node"].where(is_step, ""),
@@ -187,13 +159,14 @@ def wide_frame(pipeline: str, nodes: pd.DataFrame, tensors: pd.DataFrame,
     # a batch group: what one batch file (``file``: its position in commit order, when the
     # reader gives it) holds of a node in one generation
     batch = [*DECISION, "generation", *(["file"] if "file" in nodes and "file" in tensors else [])]
-    decisions = _decisions(nodes[nodes["request_id"].isin(index)], batch)
+    nodes = nodes[nodes["request_id"].isin(index)]
+    decisions = _decisions(nodes)
     steps = decisions[decisions["kind"] == "step"]
     order = steps.groupby("node")["finished"].min().sort_values(kind="stable").index
     status = steps.pivot(index="request_id", columns="node", values="status").reindex(index)
     latency = steps.pivot(index="request_id", columns="node", values="latency_ms").reindex(index)
 
-    numbers, texts, by_owner = _tensor_columns(pipeline,
+    numbers, texts, by_owner = _tensor_columns(pipeline, nodes,
                                                tensors[tensors["request_id"].isin(index)],
                                                decisions, batch)
     numbers, texts = numbers.reindex(index), texts.reindex(index)

@@ -28,8 +28,8 @@ from tracing.layout import to_layout
 log = logging.getLogger(__name__)
 
 TimeLike = datetime | pd.Timestamp | str | float | int | np.integer[Any] | np.floating[Any] | None
-FRAME_NODE_COLUMNS = ["request_id", "kind", "node", "generation", "status", "time", "finished",
-                      "latency_ms"]
+FRAME_NODE_COLUMNS = ["request_id", "kind", "node", "generation", "status", "time", "started",
+                      "finished", "latency_ms"]
 FRAME_TENSOR_COLUMNS = ["request_id", "kind", "node", "generation", "direction", "name",
                         "datatype", "size", "value", "text", "mean", "std", "min", "max", "l2",
                         "nan_count", "hash"]
