@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import importlib
 import json
+import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from engine.compile import PipelineInvalid, compile_pipelines
 from engine.engine import Engine, RequestError
@@ -16,6 +18,9 @@ from engine.lineage import parent_or_sampled
 from engine.spec import Pipeline, SpecError, load_pipelines
 from engine.steps import StepNotFound, StepRegistry
 from engine.validate import validate
+
+if TYPE_CHECKING:
+    from tracing.config import Tracing
 
 # The modules whose ``register(subparsers)`` adds sub-commands, and the commands each adds.
 # Only the chosen command's module is imported: the others pull in the causal methods,
@@ -27,6 +32,10 @@ COMMAND_MODULES: dict[str, tuple[str, ...]] = {
     "scenarios.cli": ("run-scenario", "suite"),
     "dashboard.cli": ("report", "dashboard"),
 }
+
+
+# the prefixes of tracing.config's variables: with none set and no --trace-* option, no tracing
+TRACING_VARIABLES = ("FLOWCAUSE_TRACE_", "OTEL_TRACES_", "OTEL_SDK_")
 
 
 def _load_all(files: list[str]) -> list[Pipeline]:
@@ -85,9 +94,17 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise RequestError(f"the request in {where} is not JSON: {exc}") from None
     requests = request if isinstance(request, list) else [request]
     registry = StepRegistry.from_module(args.models)
+    # stdout is the answer: spans a console exporter prints go to stderr (the exporter takes
+    # the stdout of when it is made), and in this process (a few requests need no other)
+    with contextlib.redirect_stdout(sys.stderr):
+        tracing = _tracing(args, process=False)
+    if isinstance(tracing, int):
+        return tracing
 
     async def main() -> list[dict[str, Any]]:
-        async with Engine(compiled, registry, models=_model_map(args.model)) as engine:
+        async with Engine(compiled, registry, models=_model_map(args.model),
+                          observers=[tracing.collector] if tracing else [],
+                          sampler=tracing.sampler if tracing else parent_or_sampled) as engine:
             try:
                 results = await asyncio.gather(*(
                     engine.infer(target, r, result_of=args.result_of, timeout=args.timeout)
@@ -98,7 +115,11 @@ def cmd_run(args: argparse.Namespace) -> int:
                                    f"{args.result_of or target!r}") from None
         return [r.to_json() for r in results]
 
-    out = asyncio.run(main())
+    try:
+        out = asyncio.run(main())
+    finally:
+        if tracing is not None:  # everything recorded is in the store once this returns
+            tracing.collector.close()
     print(json.dumps(out if isinstance(request, list) else out[0], indent=2))
     return 0 if all("error" not in o for o in out) else 1
 
@@ -115,6 +136,32 @@ def at_least_one(text: str) -> int:
     return value
 
 
+def _tracing(args: argparse.Namespace, process: bool | None) -> Tracing | None | int:
+    """The tracing the ``--trace-*`` options and the environment ask for (None: none), or
+    exit code 2 after a one-line error (a malformed setting, a tracing process that failed
+    to start). ``process`` None leaves the choice to ``$FLOWCAUSE_TRACE_PROCESS``."""
+    if not (args.trace_store or args.trace_exporter
+            or any(name.startswith(TRACING_VARIABLES) for name in os.environ)):
+        return None  # nothing asked: spare the start-up of importing OpenTelemetry and Arrow
+    from tracing.config import TracingConfig, build
+
+    try:
+        return build(TracingConfig.from_env(store=args.trace_store, exporter=args.trace_exporter,
+                                            process=process))
+    except (ValueError, RuntimeError) as exc:
+        print(f"flowcause: {exc}", file=sys.stderr)
+        return 2
+
+
+def _add_tracing_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--trace-store", metavar="DIR",
+                   help="record every step into this trace store (default: $FLOWCAUSE_TRACE_STORE)")
+    p.add_argument("--trace-exporter", choices=("none", "console", "otlp"),
+                   help="span exporter (default: $OTEL_TRACES_EXPORTER, else none); spans "
+                        "are made for sampled requests ($OTEL_TRACES_SAMPLER, default "
+                        "parentbased_always_on)")
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     """Run pipelines on Kafka as one worker of a consumer group until SIGTERM/SIGINT, or
     until its transport stops working (exit 1)."""
@@ -125,18 +172,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     from engine.kafka import KafkaTransport
     from engine.topics import Topics
-    from tracing.config import TracingConfig, build
 
     compiled = compile_pipelines(_load_all(args.pipelines),
                                  Topics(prefix=args.prefix, namespace=args.namespace))
     registry = StepRegistry.from_module(args.models)
-    try:
-        tracing = build(TracingConfig.from_env(store=args.trace_store,
-                                               exporter=args.trace_exporter,
-                                               process=args.trace_process or None))
-    except (ValueError, RuntimeError) as exc:  # a malformed setting, a tracing process that failed
-        print(f"flowcause: {exc}", file=sys.stderr)
-        return 2
+    tracing = _tracing(args, process=args.trace_process or None)
+    if isinstance(tracing, int):
+        return tracing
 
     async def main() -> BaseException | None:
         transport = KafkaTransport(args.bootstrap, group_id=args.group, partitions=args.partitions,
@@ -234,6 +276,7 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     p.add_argument("--model", action="append", default=[], metavar="STEP=MODEL",
                    help="run MODEL's code for STEP (repeatable)")
     p.add_argument("--timeout", type=float, default=60.0, help="seconds to wait per request")
+    _add_tracing_options(p)
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("serve", help="run pipelines on Kafka as one worker of a consumer group")
@@ -261,12 +304,7 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
                         "the longest poll")
     p.add_argument("--step-inputs", action="store_true",
                    help="also write each step's joined inputs to model.<step>.inputs (Seldon layout)")
-    p.add_argument("--trace-store", metavar="DIR",
-                   help="record every step into this trace store (default: $FLOWCAUSE_TRACE_STORE)")
-    p.add_argument("--trace-exporter", choices=("none", "console", "otlp"),
-                   help="span exporter (default: $OTEL_TRACES_EXPORTER, else none); spans "
-                        "are made for sampled requests ($OTEL_TRACES_SAMPLER, default "
-                        "parentbased_always_on)")
+    _add_tracing_options(p)
     p.add_argument("--trace-process", action="store_true",
                    help="build spans and write the store in a process of their own "
                         "(default: $FLOWCAUSE_TRACE_PROCESS)")
