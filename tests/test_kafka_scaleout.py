@@ -129,15 +129,20 @@ def deployment(kafka_bootstrap: str, tmp_path: Path) -> tuple[str, Topics, Path,
     return kafka_bootstrap, Topics(prefix=prefix), spec, tmp_path / "workers.log"
 
 
-def stop_all(procs: list[subprocess.Popen[bytes]]) -> None:
+def stop_all(procs: list[subprocess.Popen[bytes]]) -> str:
+    """SIGTERM to every worker, SIGKILL to one still running after a minute; how each ended
+    (for an assertion's message)."""
     for p in procs:
         if p.poll() is None:
             os.killpg(p.pid, signal.SIGTERM)
+    ends = []
     for p in procs:
         try:
-            p.wait(timeout=20)
+            ends.append(f"pid {p.pid}: exit code {p.wait(timeout=60)}")
         except subprocess.TimeoutExpired:
             os.killpg(p.pid, signal.SIGKILL)
+            ends.append(f"pid {p.pid}: still running a minute after SIGTERM, killed")
+    return "; ".join(ends)
 
 
 def test_two_workers_share_a_four_partition_pipeline(deployment: Any) -> None:
@@ -158,7 +163,7 @@ def test_two_workers_share_a_four_partition_pipeline(deployment: Any) -> None:
             await answers.poll()
             await answers.consumer.stop()
         finally:
-            stop_all(procs)
+            ends = stop_all(procs)
         assert not answers.errors
         assert answers.duplicates == 0, "no restart, so every request answered exactly once"
         assert set(answers.outputs) == set(ids)
@@ -167,7 +172,7 @@ def test_two_workers_share_a_four_partition_pipeline(deployment: Any) -> None:
         text = log.read_text()
         consumed = [int(line.split("'consumed': ")[1].split(",")[0])
                     for line in text.splitlines() if line.startswith("stopped:")]
-        assert len(consumed) == 2 and all(c > 0 for c in consumed), text[-2000:]
+        assert len(consumed) == 2 and all(c > 0 for c in consumed), f"{ends}\n{text[-2000:]}"
         print(f"records consumed per worker: {consumed}")
         frame = TraceStore(store).frame("kscale")  # both workers stopped cleanly: all there
         assert sorted(frame.index) == sorted(ids)
