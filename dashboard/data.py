@@ -7,8 +7,8 @@ latency, so their reports have no timeline and no lineage.
 
 Chained pipelines (one pipeline's inputs fed by another's outputs) are compared together:
 the window selects requests of the *target* pipeline (by default where traffic enters) and
-the frames of the other pipelines join on the request id, which stays the same along the
-chain.
+the frames of the other pipelines chained with it join on the request id, which stays the
+same along the chain; pipelines not chained with the target are left out.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from typing import Any
 import pandas as pd
 
 from dashboard.windows import Window
+from engine.refs import parse_ref
 from engine.spec import Pipeline
 from engine.validate import step_cycle
 from tracing.store import TraceStore
@@ -80,6 +81,27 @@ def choose_target(pipelines: Sequence[Pipeline], name: str | None = None) -> str
     raise ValueError(f"several pipelines ({', '.join(names)}): choose the target pipeline by name")
 
 
+def chained_with(pipelines: Sequence[Pipeline], target: str) -> list[Pipeline]:
+    """The pipelines of ``pipelines`` chained with ``target``: feeding it or fed by it
+    (``spec.input.externalInputs``/``externalTriggers``), directly or through others, in their
+    order, ``target`` among them. Others a store holds are other traffic: their request ids
+    may be the same strings without being the same requests."""
+    linked: dict[str, set[str]] = {p.name: set() for p in pipelines}
+    for p in pipelines:
+        if p.input is not None:
+            for text in [*p.input.external_inputs, *p.input.external_triggers]:
+                source = parse_ref(text, p, external=True).pipeline
+                linked.setdefault(source, set()).add(p.name)
+                linked[p.name].add(source)
+    chained, todo = {target}, [target]
+    while todo:
+        for name in linked.get(todo.pop(), ()):
+            if name not in chained:
+                chained.add(name)
+                todo.append(name)
+    return [p for p in pipelines if p.name in chained]
+
+
 def window_frame(store: TraceStore, pipelines: Sequence[Pipeline], target: str, window: Window
                  ) -> pd.DataFrame:
     first = window.select(store, target)
@@ -107,15 +129,17 @@ def too_few(name: str, requests: int) -> str | None:
 
 def from_store(store: TraceStore, pipelines: Sequence[Pipeline], reference: Window, incident: Window,
                target: str | None = None) -> Comparison:
-    """The windows of ``store``; of ``pipelines`` only those the store holds count. Raises
-    :class:`CyclicPipeline` (before reading) when one of those may loop."""
+    """The windows of ``store``; of ``pipelines`` only those the store holds and that are
+    chained with the target (:func:`chained_with`) count. Raises :class:`CyclicPipeline`
+    (before reading) when one of those may loop."""
     held = set(store.pipelines())
     traced = [p for p in pipelines if p.name in held]
     if not traced:
         raise ValueError(f"the store at {store.root} holds none of the pipelines "
                          f"{', '.join(p.name for p in pipelines)} (it holds {', '.join(sorted(held))})")
-    _refuse_cycles(traced)
     target = choose_target(traced, target)
+    traced = chained_with(traced, target)
+    _refuse_cycles(traced)
     ref = window_frame(store, traced, target, reference)
     inc = window_frame(store, traced, target, incident)
     source = {"kind": "trace store", "store": str(store.root), "pipelines": [p.name for p in traced],

@@ -241,6 +241,48 @@ def test_window_of_a_downstream_pipeline_has_its_upstream_columns(chain_store: P
     assert frame[columns].notna().all().all()
 
 
+# -------------------------------------------------------------- pipelines not chained with the target
+
+OTHER_SPEC = SPEC.replace("name: p", "name: q").replace("name: s", "name: t").replace(
+    "p.inputs.x", "q.inputs.x").replace("steps: [s]", "steps: [t]")
+
+
+def other_pipeline(ids: list[str], name: str = "q", step: str = "t") -> list[Item]:
+    """Requests of another pipeline with the same ids as :func:`requests`' whose step's
+    output jumps by 1000 for the second half of them."""
+    out: list[Item] = []
+    for i, item in enumerate(requests(ids)):
+        if isinstance(item, PortEvent):
+            lineage = item.record.lineage
+            out.append(item._replace(pipeline=name, record=Record(
+                Lineage(lineage.request_id, lineage.trace_id, lineage.span_id, name, "inputs"),
+                item.record.tensors)))
+        else:
+            jump = 1000.0 if i // 2 >= len(ids) // 2 else 0.0
+            y = (Tensor("y", "FP64", item.outputs[0].data + jump),)
+            lineage = item.lineage
+            out.append(StepEvent(name, step, item.status, Lineage(
+                lineage.request_id, lineage.trace_id, lineage.span_id, name, f"{step}.outputs"),
+                item.parent_span_ids, item.inputs, y, item.received_ns, item.started_ns,
+                item.finished_ns))
+    return out
+
+
+@pytest.mark.parametrize("other", ["q", "loop"])
+def test_a_pipeline_not_chained_with_the_target_is_left_out(tmp_path: Path, other: str) -> None:
+    """Two pipelines of one store with the same request ids, one of them a loop or with a
+    change between the windows: ranking the other compares its own requests only."""
+    ids = [f"r{i}" for i in range(40)]
+    step = "t" if other == "q" else "inc"
+    store = store_of(tmp_path / "store", [*requests(ids), *other_pipeline(ids, other, step)])
+    spec = OTHER_SPEC if other == "q" else LOOP_YAML
+    pipelines = [*load_pipelines(SPEC), *load_pipelines(spec)]
+    comparison = from_store(store, pipelines, parse_window("first:20"), parse_window("last:20"), "p")
+    assert [p.name for p in comparison.pipelines] == ["p"]
+    assert not [c for c in comparison.incident.columns if c.startswith((f"{step}.", f"{other}."))]
+    assert comparison.incident.equals(store.frame("p").iloc[20:])
+
+
 # -------------------------------------------------------------- the trace explorer on a loop
 
 def shown_notes(at: AppTest) -> dict[str, str]:

@@ -15,7 +15,7 @@ import streamlit as st
 from dashboard import context
 from dashboard.context import frame, option, settings_specs, store_version
 from dashboard.dag import dag_svg, step_graph
-from dashboard.data import cyclic_problem, too_few
+from dashboard.data import chained_with, cyclic_problem, too_few
 from dashboard.html_report import render_html, verdict
 from dashboard.plots import MAX_TITLE, distribution_figure, timeline_figure
 from dashboard.report import (
@@ -68,7 +68,9 @@ def render(settings: Settings) -> None:
         st.warning(f"No spec for pipeline `{pipeline}`: start the dashboard with `--pipeline FILE.yaml`.")
         st.stop()
     # the pipelines the ranking takes (data.from_store): those of the specs the store holds
-    loops = cyclic_problem([p for name, p in known.items() if name in held])
+    # that are chained with this one
+    loops = cyclic_problem(chained_with([p for name, p in known.items() if name in held],
+                                        pipeline))
     if loops:
         st.error(loops)
         st.stop()
