@@ -230,3 +230,60 @@ def test_records_leave_out_outputs_of_runs_that_cannot_be_told_apart(tmp_path: P
                                      decision("r", "ok", {"y": 1.0, "z": 5.0}, finished_ms=10),
                                      decision("r", "ok", {"y": 2.0}, finished_ms=20)])
     assert step_tensors(recorded) == [("ok", {"x": 2.0}, {}), ("ok", {"x": 2.0}, {})]
+
+
+# -------------------------------------------------------------- a request id sent again
+
+def run_of(rid: str, trace: str, at_ms: int, ran: str, x: float) -> list[Item]:
+    """One request of a router pipeline ``p``: step ``ran`` of ``a``/``b`` runs on input
+    ``x``, the other is skipped, all of it in trace ``trace`` from ``at_ms`` on."""
+    def lineage(origin: str) -> Lineage:
+        return Lineage(rid, trace, "b" * 16, "p", origin)
+
+    x_in = (tensor("x", x),)
+    at = T0 + at_ms * MS
+    events: list[Item] = [PortEvent(at, "p", "inputs", Record(lineage("inputs"), x_in))]
+    for step in ("a", "b"):
+        if step == ran:
+            events.append(StepEvent("p", step, "ok", lineage(f"{step}.outputs"), ("b" * 16,),
+                                    x_in, (tensor("y", 10 * x),), at + MS, at + MS, at + 2 * MS))
+        else:
+            events.append(StepEvent("p", step, "skipped", lineage(f"{step}.outputs"),
+                                    ("b" * 16,), finished_ns=at + 2 * MS))
+    return events
+
+
+@pytest.mark.parametrize("batches", [1, 2])
+def test_a_request_id_sent_again_shows_its_latest_run_whole(tmp_path: Path, batches: int) -> None:
+    """The same id sent twice as two requests (two traces), in one batch file or two: the
+    frame's row is the second run's (arrival, decisions, tensors), never a mix of both; the
+    summary counts two requests, records() keeps both runs."""
+    first, second = run_of("r", "a" * 32, 0, "a", 1.0), run_of("r", "c" * 32, 5_000, "b", 2.0)
+    recorder = StoreRecorder(tmp_path)
+    for events in ([first + second] if batches == 1 else [first, second]):
+        recorder.consume(EventBatch.of(events))
+        recorder.flush()
+    store = TraceStore(tmp_path)
+    frame = store.frame("p")
+    assert list(frame.index) == ["r"]
+    row = frame.loc["r"]
+    assert row["time"] == pd.Timestamp(T0 + 5_000 * MS, tz="UTC")
+    assert (row["a.status"], row["b.status"]) == ("skipped", "ok")
+    assert (row["p.inputs.x"], row["b.outputs.y"]) == (2.0, 20.0)
+    assert pd.isna(row.get("a.outputs.y"))  # the first run's: not shown
+    assert store.frame("p", end=pd.Timestamp(T0 + 1_000 * MS, tz="UTC")).empty
+    (summary,) = store.summary()
+    assert summary.requests == 2
+    assert set(store.records("r")["trace_id"]) == {"a" * 32, "c" * 32}
+
+
+def test_a_redelivered_request_is_one_run(tmp_path: Path) -> None:
+    """A redelivery keeps the request's trace: its input recorded twice is still one
+    request, and what its first delivery decided stays in the frame."""
+    run = run_of("r", "a" * 32, 0, "a", 1.0)
+    again = [e._replace(time_ns=e.time_ns + 3_000 * MS) for e in run if isinstance(e, PortEvent)]
+    frame = frame_of(tmp_path, [*run, *again])
+    assert frame.loc["r", "time"] == pd.Timestamp(T0, tz="UTC")
+    assert (frame.loc["r", "a.status"], frame.loc["r", "a.outputs.y"]) == ("ok", 10.0)
+    (summary,) = TraceStore(tmp_path).summary()
+    assert summary.requests == 1

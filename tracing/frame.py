@@ -15,6 +15,10 @@ string); a larger numeric tensor is six columns ``<ref>.mean .std .min .max .l2
 produce for a request is missing (NaN). A size-1 tensor whose datatype varies between
 requests (a number for some, BYTES for others) is one object column holding each.
 
+A request id sent again as a new request (another trace id; a redelivery keeps its trace)
+is one row: the run whose input arrived last, its arrival time, decisions and tensors
+(``records()`` keeps every run).
+
 Each node shows one decision per request, whole (status, latency and tensors of that decision
 only): the latest one that was not a skip (ok, error or timeout), else the latest skip. In a
 loop a node decides many times (a step in the loop once per pass, then skips for the
@@ -36,10 +40,23 @@ RAN = ("ok", "error")
 DECISION = ["request_id", "kind", "node"]
 
 
-def _decisions(nodes: pd.DataFrame) -> pd.DataFrame:
-    """The node row that counts per (request, kind, node) (see the module docstring), with
-    ``_node``: its position in ``nodes``."""
-    nodes = nodes.assign(_decided=nodes["status"].ne("skipped"), _node=np.arange(len(nodes)))
+def _latest_runs(nodes: pd.DataFrame) -> np.ndarray:
+    """Which rows of ``nodes`` belong to their request's latest run: where a request id was
+    sent again as a new request (another trace id; a redelivery keeps its trace), the rows
+    of the trace whose input arrived last, else all of them."""
+    inputs = nodes[nodes["kind"] == "inputs"]
+    if not (inputs.groupby("request_id")["trace_id"].nunique() > 1).any():
+        return np.ones(len(nodes), bool)
+    latest = inputs.sort_values("time", kind="stable").drop_duplicates("request_id", keep="last")
+    trace = nodes["request_id"].map(latest.set_index("request_id")["trace_id"])
+    return (nodes["trace_id"].eq(trace) | trace.isna()).to_numpy()
+
+
+def _decisions(nodes: pd.DataFrame, current: np.ndarray) -> pd.DataFrame:
+    """The node row that counts per (request, kind, node) among the ``current`` rows (see
+    the module docstring), with ``_node``: its position in ``nodes``."""
+    nodes = nodes.assign(_decided=nodes["status"].ne("skipped"),
+                         _node=np.arange(len(nodes)))[current]
     order = ["_decided", "generation", "finished", *(["file"] if "file" in nodes else []),
              "_node"]
     return (nodes.sort_values(order, kind="stable", na_position="first")
@@ -147,7 +164,9 @@ def wide_frame(pipeline: str, nodes: pd.DataFrame, tensors: pd.DataFrame,
     ``nodes`` and ``tensors`` are rows of the store's two tables for this pipeline; they may
     hold other requests too.
     """
-    arrivals = nodes.loc[nodes["kind"] == "inputs"].groupby("request_id")["time"].min()
+    current = _latest_runs(nodes)
+    arrivals = nodes.loc[current & (nodes["kind"] == "inputs").to_numpy()].groupby(
+        "request_id")["time"].min()
     if start is not None:
         arrivals = arrivals[arrivals >= start]
     if end is not None:
@@ -159,8 +178,9 @@ def wide_frame(pipeline: str, nodes: pd.DataFrame, tensors: pd.DataFrame,
     # a batch group: what one batch file (``file``: its position in commit order, when the
     # reader gives it) holds of a node in one generation
     batch = [*DECISION, "generation", *(["file"] if "file" in nodes and "file" in tensors else [])]
-    nodes = nodes[nodes["request_id"].isin(index)]
-    decisions = _decisions(nodes)
+    held = nodes["request_id"].isin(index).to_numpy()
+    nodes, current = nodes[held], current[held]
+    decisions = _decisions(nodes, current)
     steps = decisions[decisions["kind"] == "step"]
     order = steps.groupby("node")["finished"].min().sort_values(kind="stable").index
     status = steps.pivot(index="request_id", columns="node", values="status").reindex(index)

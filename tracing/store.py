@@ -28,8 +28,8 @@ from tracing.layout import to_layout
 log = logging.getLogger(__name__)
 
 TimeLike = datetime | pd.Timestamp | str | float | int | np.integer[Any] | np.floating[Any] | None
-FRAME_NODE_COLUMNS = ["request_id", "kind", "node", "generation", "status", "time", "started",
-                      "finished", "latency_ms"]
+FRAME_NODE_COLUMNS = ["request_id", "trace_id", "kind", "node", "generation", "status", "time",
+                      "started", "finished", "latency_ms"]
 FRAME_TENSOR_COLUMNS = ["request_id", "kind", "node", "generation", "direction", "name",
                         "datatype", "size", "value", "text", "mean", "std", "min", "max", "l2",
                         "nan_count", "hash"]
@@ -98,7 +98,7 @@ def _tensor_files(files: list[tuple[Path, Path]]) -> tuple[list[Path], list[int]
 @dataclass
 class PipelineSummary:
     pipeline: str
-    requests: int
+    requests: int  # (request id, trace id) pairs: an id sent again as a new request counts again
     first: pd.Timestamp | None
     last: pd.Timestamp | None
     status: dict[str, dict[str, int]]  # step -> status -> count
@@ -185,7 +185,8 @@ class TraceStore:
                 status.setdefault(step, {})[state] = int(n)
             out.append(PipelineSummary(
                 pipeline=pipeline,
-                requests=inputs["request_id"].nunique(),
+                # a request id sent again with another trace is another request
+                requests=len(inputs[["request_id", "trace_id"]].drop_duplicates()),
                 first=inputs["time"].min() if len(inputs) else None,
                 last=inputs["time"].max() if len(inputs) else None,
                 status=status,
