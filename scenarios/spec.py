@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import inspect
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -254,6 +255,8 @@ class Fault(_Model):
                      **({"ctx": e["ctx"]} if "ctx" in e else {})}
                     for e in exc.errors()]) from None
             data = {**data, "params": params}
+        elif isinstance(data, dict):  # an unknown type (reported): no fields to check params by
+            data = {k: v for k, v in data.items() if k != "params"}
         return data
 
     @model_validator(mode="after")
@@ -272,6 +275,9 @@ class Fault(_Model):
 
 
 # -- the scenario -------------------------------------------------------------------------
+SCENARIO_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+
+
 class Scenario(_Model):
     name: str
     description: str = ""
@@ -285,6 +291,16 @@ class Scenario(_Model):
     phases: Phases = Field(default_factory=Phases)
     faults: list[Fault] = Field(min_length=1)
     base: str | None = Field(default=None, exclude=True)  # the scenario file's directory
+
+    @field_validator("name")
+    @classmethod
+    def _one_folder(cls, name: str) -> str:
+        """The name is a folder of the output (``out/<name>``, a suite's ``OUT/<name>``): one
+        plain name, so that a run writes nowhere else."""
+        if not SCENARIO_NAME.fullmatch(name):
+            raise ValueError(f"{name!r} is not a plain name: letters, digits, '_', '-' and '.', "
+                             "starting with a letter or digit (it names the run's output folder)")
+        return name
 
     def path(self, relative: str) -> Path:
         """``relative`` resolved against the scenario file's directory."""

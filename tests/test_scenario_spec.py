@@ -55,6 +55,26 @@ def test_bad_faults_are_rejected_with_the_file_named(tmp_path: Path, faults: str
     assert message in str(info.value) and "s.yaml" in str(info.value)
 
 
+def test_an_unknown_fault_type_is_the_one_problem_told(tmp_path: Path) -> None:
+    """Its params cannot be checked without a type: no second line about them."""
+    with pytest.raises(ScenarioError) as info:
+        load_scenario(write(tmp_path, CSV + "faults:\n  - {step: a, type: slow, params: {ms: 5}}\n"))
+    assert str(info.value).splitlines() == [
+        f"{tmp_path / 's.yaml'}: faults.0.type: Input should be 'replace', 'shift', 'noise', "
+        "'stuck', 'nan', 'latency', 'exception', 'drop' or 'none'"]
+
+
+@pytest.mark.parametrize("name", ["../../elsewhere", "", "a/b", ".hidden", "two words"])
+def test_a_scenario_name_is_one_plain_folder_name(tmp_path: Path, name: str) -> None:
+    """The name is the run's output folder (out/<name>): nothing that leads elsewhere."""
+    path = write(tmp_path, CSV + "faults:\n  - {type: none}\n")
+    path.write_text(path.read_text().replace("name: s\n", f"name: {name!r}\n"))
+    with pytest.raises(ScenarioError, match=r"s\.yaml: name: .* is not a plain name"):
+        load_scenario(path)
+    path.write_text(path.read_text().replace(f"name: {name!r}\n", "name: ok_name-1.2\n"))
+    assert load_scenario(path).name == "ok_name-1.2"
+
+
 def test_traffic_needs_exactly_one_source(tmp_path: Path) -> None:
     body = CSV + "  inputs: {x: {distribution: normal}}\nfaults:\n  - {type: none}\n"
     with pytest.raises(ScenarioError, match="exactly one"):
