@@ -26,7 +26,7 @@ from engine.observe import Observer
 from engine.processor import NodeProcessor, PortProcessor, StepProcessor
 from engine.record import FAILED_SUFFIX, Record
 from engine.spec import Pipeline
-from engine.steps import StepRegistry
+from engine.steps import StepNotFound, StepRegistry
 from engine.tensors import Tensor, TensorError, carried, tensors_from_json
 from engine.topics import Topics
 from engine.transport import Transport
@@ -116,6 +116,12 @@ class Engine:
         self.topics = self.compiled.topics
         self.registry = steps if isinstance(steps, StepRegistry) else StepRegistry(steps)
         self.models = dict(models or {})
+        steps = {n.name for n in self.compiled.nodes if n.kind == "step"}
+        unknown = sorted(set(self.models) - steps)
+        if unknown:
+            raise StepNotFound(f"models given for {', '.join(map(repr, unknown))}, which "
+                               f"{'is no step' if len(unknown) == 1 else 'are no steps'} of the "
+                               f"pipelines (steps: {', '.join(sorted(steps))})")
         self.transport: Transport = transport or EmbeddedBus()
         self.observers = list(observers)
         self.results = results  # False for a worker process that serves no waiting clients

@@ -379,6 +379,10 @@ def _check_names(scenario: Scenario, file: Path) -> None:
         if name is not None and name not in names:
             raise ScenarioError(f"{file}: {key} {name!r} is not one of {', '.join(names)}")
     steps = {s.name for p in pipelines for s in p.steps}
+    for step in scenario.models:
+        if step not in steps:
+            raise ScenarioError(f"{file}: models.{step}: {step!r} is no step of the pipelines "
+                                f"({', '.join(sorted(steps))})")
     # what a ranking can name (scenarios/score.py): a step, a pipeline (its inputs), its outputs
     suspects = steps | {INPUTS, *names, *(f"{n}.outputs" for n in names)}
     tensors = _traffic_tensors(scenario, file)

@@ -99,3 +99,14 @@ def test_traces_refuses_a_directory_that_is_no_trace_store(
     empty.mkdir()  # a store nothing was flushed to yet
     assert main(["traces", str(empty)]) == 0
     assert "no committed batches" in capsys.readouterr().out
+
+
+def test_a_model_for_a_step_that_does_not_exist_is_refused(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """``--model`` for a misspelt step was ignored: the step ran its own code."""
+    assert main(["run", str(SCORING / "pipeline.yaml"), "--models", str(SCORING / "steps.py"),
+                 "--input", str(SCORING / "request.json"), "--model", "scoer=score"]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.strip() == ("flowcause: models given for 'scoer', which is no step of the "
+                                    "pipelines (steps: approve, review, score, standardise)")

@@ -75,6 +75,13 @@ def test_a_scenario_name_is_one_plain_folder_name(tmp_path: Path, name: str) -> 
     assert load_scenario(path).name == "ok_name-1.2"
 
 
+def test_models_for_a_step_that_does_not_exist_are_refused(tmp_path: Path) -> None:
+    path = write(tmp_path, CSV + "models: {b: a_model}\nfaults:\n  - {type: none}\n")
+    with pytest.raises(ScenarioError, match=r"s\.yaml: models\.b: 'b' is no step of the "
+                                            r"pipelines \(a\)"):
+        load_scenario(path)
+
+
 def test_traffic_needs_exactly_one_source(tmp_path: Path) -> None:
     body = CSV + "  inputs: {x: {distribution: normal}}\nfaults:\n  - {type: none}\n"
     with pytest.raises(ScenarioError, match="exactly one"):
