@@ -2,13 +2,34 @@
 
 from __future__ import annotations
 
+import numbers
 from abc import ABC
-from typing import ClassVar
+from typing import ClassVar, TypeGuard
 
 import pandas as pd
 
 from causal.graph import CausalGraph
 from causal.result import Ranking
+
+
+def is_integer(value: object) -> TypeGuard[int]:
+    """A whole number, not a bool (``--option`` values are JSON: ``true`` is no count)."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def is_number(value: object) -> TypeGuard[float]:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def check_seed(seed: object) -> None:
+    """ValueError for a seed numpy cannot take (``--option seed=abc`` is the string)."""
+    if not is_integer(seed) or not 0 <= seed < 2**32:
+        raise ValueError(f"seed must be a whole number >= 0, got {seed!r}")
+
+
+def check_alpha(alpha: object) -> None:
+    if not is_number(alpha) or not 0 < alpha < 1:
+        raise ValueError(f"alpha must be a number between 0 and 1, got {alpha!r}")
 
 
 class UnsupportedMode(ValueError):

@@ -15,7 +15,7 @@ from scipy.stats import norm
 
 from causal.encoding import fit_encoding
 from causal.graph import CausalGraph
-from causal.methods.base import Method
+from causal.methods.base import Method, check_alpha, check_seed
 from causal.result import Candidate, Ranking, rank_steps
 
 TINY = 1e-12
@@ -34,6 +34,7 @@ class ZScore(Method):
     modes = frozenset({"shift", "anomaly"})
 
     def __init__(self, alpha: float = 0.01) -> None:
+        check_alpha(alpha)
         self.alpha = alpha
 
     def statistics(self, graph: CausalGraph, reference: pd.DataFrame, other: pd.DataFrame,
@@ -91,6 +92,7 @@ class RandomRanking(Method):
     modes = frozenset({"shift", "anomaly"})
 
     def __init__(self, seed: int = 0) -> None:
+        check_seed(seed)
         self.seed = seed
 
     def _rank(self, graph: CausalGraph, mode: str) -> Ranking:

@@ -31,7 +31,7 @@ import pandas as pd
 
 from causal.encoding import fit_encoding
 from causal.graph import CausalGraph
-from causal.methods.base import Method
+from causal.methods.base import Method, check_alpha, check_seed, is_integer
 from causal.result import Ranking, rank_steps
 
 KERNEL_RUNS = 3  # kernel tests on subsamples (``test_samples``): this many, p-values averaged
@@ -44,11 +44,19 @@ def _gcm() -> Any:
     return gcm
 
 
+def _check_count(name: str, value: object) -> None:
+    if not is_integer(value) or value < 1:
+        raise ValueError(f"{name} must be a whole number >= 1, got {value!r}")
+
+
 class _DoWhy(Method):
     def __init__(self, mechanisms: str = "linear", target: str | None = None, seed: int = 0
                  ) -> None:
         if mechanisms not in ("linear", "auto"):
             raise ValueError("mechanisms must be 'linear' (as published) or 'auto'")
+        if target is not None and not isinstance(target, str):
+            raise ValueError(f"target must be a node name, got {target!r}")
+        check_seed(seed)
         self.mechanisms = mechanisms
         self.target = target
         self.seed = seed
@@ -91,6 +99,9 @@ class DoWhyShift(_DoWhy):
         super().__init__(mechanisms, target, seed)
         if test not in ("kernel", "approx"):
             raise ValueError("test must be 'kernel' (DoWhy's default) or 'approx'")
+        _check_count("num_samples", num_samples)
+        if test_samples is not None:
+            _check_count("test_samples", test_samples)
         self.num_samples = num_samples
         self.test = test
         self.test_samples = test_samples
@@ -144,6 +155,8 @@ class DoWhyAnomaly(_DoWhy):
                  num_distribution_samples: int = 3000, alpha: float = 0.01, seed: int = 0
                  ) -> None:
         super().__init__(mechanisms, target, seed)
+        _check_count("num_distribution_samples", num_distribution_samples)
+        check_alpha(alpha)
         self.num_distribution_samples = num_distribution_samples
         self.alpha = alpha
 

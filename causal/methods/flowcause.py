@@ -31,7 +31,6 @@ the pipeline output (:mod:`causal.refinement`).
 
 from __future__ import annotations
 
-import numbers
 from collections import defaultdict
 from dataclasses import replace
 from typing import Any
@@ -45,7 +44,7 @@ from causal.crossfit import CrossFit, Split
 from causal.encoding import fit_encoding
 from causal.graph import CausalGraph
 from causal.load import LatencyChange, correct_for_load, latencies
-from causal.methods.base import Method
+from causal.methods.base import Method, check_alpha, check_seed, is_integer
 from causal.refinement import refine_request, refine_shift
 from causal.result import Candidate, Ranking, rank_steps
 from causal.slowness import MIN_REQUEST_SPREADS, Slowness, cross_fitted
@@ -60,18 +59,21 @@ class FlowCause(Method):
     def __init__(self, alpha: float = 0.01, bootstrap: int = 100, top_k: int = 5,
                  null_splits: int = 100, min_rows: int = 10, shapley: bool = True,
                  seed: int = 0) -> None:
-        if not 1 <= top_k <= 5:
-            raise ValueError("top_k must be between 1 and 5 (exact Shapley over 2^k coalitions)")
-        if not _is_number(alpha) or not 0 < alpha < 1:
-            raise ValueError(f"alpha must be a number between 0 and 1, got {alpha!r}")
-        if not _is_integer(bootstrap) or bootstrap < 0:
+        if not is_integer(top_k) or not 1 <= top_k <= 5:
+            raise ValueError(f"top_k must be between 1 and 5 (a whole number; exact Shapley "
+                             f"over 2^k coalitions), got {top_k!r}")
+        check_alpha(alpha)
+        if not is_integer(bootstrap) or bootstrap < 0:
             raise ValueError(f"bootstrap must be a whole number >= 0 (resamples; 0: no "
                              f"confidence), got {bootstrap!r}")
-        if not _is_integer(null_splits) or null_splits < 1:
+        if not is_integer(null_splits) or null_splits < 1:
             raise ValueError(f"null_splits must be a whole number >= 1 (splits of the reference "
                              f"that set the no-fault threshold), got {null_splits!r}")
-        if not _is_integer(min_rows) or min_rows < 1:
+        if not is_integer(min_rows) or min_rows < 1:
             raise ValueError(f"min_rows must be a whole number >= 1, got {min_rows!r}")
+        if not isinstance(shapley, (bool, np.bool_)):  # "False", "maybe": strings, and true
+            raise ValueError(f"shapley must be true or false, got {shapley!r}")
+        check_seed(seed)
         self.alpha = alpha
         self.bootstrap = bootstrap
         self.top_k = top_k
@@ -219,14 +221,6 @@ class FlowCause(Method):
     def _leading_nodes(graph: CausalGraph, candidates: list[Candidate]) -> list[int]:
         steps = {c.step for c in candidates[:BOOTSTRAP_STEPS]}
         return [j for j, node in enumerate(graph.nodes) if graph.step(node) in steps]
-
-
-def _is_integer(value: object) -> bool:
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
-
-
-def _is_number(value: object) -> bool:
-    return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
 FAILED = ("error", "timeout")
