@@ -19,6 +19,7 @@ import pandas as pd
 from causal.encoding import usable_columns
 from causal.frames import (
     WindowError,
+    check_nodes,
     check_numbers,
     check_rows,
     numbers_apart,
@@ -70,6 +71,7 @@ def localise(graph_or_spec: GraphOrSpec, reference: pd.DataFrame, incident: pd.D
     # ±inf is missing, in every window alike (causal.frames.without_infinities)
     reference, incident = without_infinities(reference), without_infinities(incident)
     graph = _graph_over(graph_or_spec, (reference, incident), layout)
+    check_nodes(graph.nodes, {"reference": reference, "incident": incident})
     check_numbers(graph.nodes, {"reference": reference, "incident": incident})
     runner = make_method(method, **opts)
     start = time.perf_counter()
@@ -91,6 +93,7 @@ def explain_request(graph_or_spec: GraphOrSpec, reference: pd.DataFrame,
     reference, row = numbers_apart(reference, row)
     reference, row = without_infinities(reference), without_infinities(row)
     graph = _graph_over(graph_or_spec, (reference, row), layout)
+    check_nodes(graph.nodes, {"reference": reference, "request": row})
     check_numbers(graph.nodes, {"reference": reference, "request": row})
     runner = make_method(method, **opts)
     start = time.perf_counter()

@@ -10,11 +10,12 @@ import sys
 from pathlib import Path
 
 from causal import METHODS, explain_request, graph_for, localise, make_method
-from causal.frames import WindowError, read_window
+from causal.frames import WindowError, check_nodes, check_same_columns, is_csv, read_window
 from causal.graph import GraphError, spec_problems
 from engine.cli import at_least_one
 from engine.spec import load_pipelines
 from engine.validate import first_problem
+from tracing.layout import LayoutError, load_layout
 
 MODES = {"shift": "compare two windows", "anomaly": "explain one request (--request)"}
 
@@ -68,7 +69,7 @@ def cmd_localise(args: argparse.Namespace) -> int:
         return _localise(args)
     except WindowError as exc:  # the data, not the options: exit 1, as `flowcause report`
         raise SystemExit(f"flowcause: {exc}") from None
-    except (OptionError, SpecProblem, GraphError) as exc:  # what was asked, not the data
+    except (OptionError, SpecProblem, GraphError, LayoutError) as exc:  # what was asked
         print(f"flowcause: {exc}", file=sys.stderr)
         return 2
 
@@ -81,14 +82,13 @@ def _localise(args: argparse.Namespace) -> int:
     if problems:
         raise SpecProblem(first_problem(problems))
     names = [p.name for p in pipelines]
-    layout = None
-    if args.layout:
-        from tracing.layout import load_layout
-
-        layout = load_layout(args.layout)
+    layout = load_layout(args.layout) if args.layout else None
     reference = read_window(args.reference, names, layout)
     incident = read_window(args.incident, names, layout)
     graph = graph_for(pipelines, reference, incident, layout=layout)
+    if is_csv(args.reference) and is_csv(args.incident):  # after the plainer "no node" error
+        check_nodes(graph.nodes, {"reference": reference, "incident": incident})
+        check_same_columns(graph.nodes, (args.reference, reference), (args.incident, incident))
     row = None
     if args.request is not None:
         index = incident.index.astype(str)

@@ -122,7 +122,65 @@ def read_window(source: str, pipelines: Sequence[str],
     files = sorted(glob.glob(source)) or ([source] if Path(source).exists() else [])
     if not files:
         raise FileNotFoundError(f"no CSV file matches {source!r}")
-    return pd.concat([pd.read_csv(f) for f in files], ignore_index=True)
+    tables = [_read_csv(f) for f in files]
+    for f, table in zip(files[1:], tables[1:], strict=True):
+        _same_header(files[0], tables[0], f, table)
+    return pd.concat(tables, ignore_index=True)
+
+
+def is_csv(source: str) -> bool:
+    """Whether the window ``source`` names is CSV files (else a trace-store window)."""
+    return not source.startswith(STORE_PREFIX)
+
+
+def _read_csv(path: str) -> pd.DataFrame:
+    """One CSV file; a file that holds no CSV table (empty, a ragged row, not UTF-8) is a
+    :class:`WindowError` naming it (pandas raises these as ValueErrors of its own)."""
+    try:
+        return pd.read_csv(path)
+    except pd.errors.EmptyDataError:
+        raise WindowError(f"{path}: an empty file, no CSV header") from None
+    except pd.errors.ParserError as exc:
+        raise WindowError(f"{path}: not a CSV table ({str(exc).strip()})") from None
+    except UnicodeDecodeError as exc:
+        raise WindowError(f"{path}: not UTF-8 text ({exc.reason})") from None
+
+
+def _same_header(one: str, first: pd.DataFrame, other: str, second: pd.DataFrame,
+                 columns: Sequence[str] | None = None) -> None:
+    """CSV files are one fixed table: a column one file has and the other lacks is a
+    different table, not a value every request lacks (which an absent column of a
+    trace-store window is). Only ``columns`` are compared when given."""
+    keep = set(columns) if columns is not None else None
+
+    def lacking(a: pd.DataFrame, b: pd.DataFrame) -> list[str]:
+        return [str(c) for c in a.columns if c not in b.columns and (keep is None or c in keep)]
+
+    for (has, a), (lacks, b) in (((one, first), (other, second)), ((other, second), (one, first))):
+        missing = lacking(a, b)
+        if missing:
+            raise WindowError(f"{lacks} lacks the column{'s' * (len(missing) > 1)} "
+                              f"{', '.join(missing)} that {has} has: CSV windows must have the "
+                              "same columns")
+
+
+def check_same_columns(nodes: Sequence[str], reference: tuple[str, pd.DataFrame],
+                       incident: tuple[str, pd.DataFrame]) -> None:
+    """Two CSV windows (``(source, frame)``) must have the same columns among ``nodes``."""
+    _same_header(f"the reference window ({reference[0]})", reference[1],
+                 f"the incident window ({incident[0]})", incident[1], nodes)
+
+
+def check_nodes(nodes: Sequence[str], frames: Mapping[str, pd.DataFrame]) -> None:
+    """Every window must hold a column that is a node: checked on the windows together, a
+    window with none of them (its headers misspelt) would read as every node absent, a
+    confident fault."""
+    for name, frame in frames.items():
+        if not any(node in frame.columns for node in nodes):
+            columns = [str(c) for c in frame.columns]
+            shown = ", ".join(columns[:5]) + (", ..." if len(columns) > 5 else "")
+            raise WindowError(f"none of the {name} window's columns ({shown or 'none'}) are "
+                              "nodes of the pipeline")
 
 
 def _store_window(spec: str, pipelines: Sequence[str],
@@ -139,9 +197,12 @@ def _store_window(spec: str, pipelines: Sequence[str],
         frame = frame.join(other.drop(columns=[c for c in other if c in frame]), how="outer")
     if layout is None:
         return frame
-    from tracing.layout import to_layout
+    from tracing.layout import LayoutError, to_layout
 
-    return to_layout(frame, layout)
+    try:
+        return to_layout(frame, layout)
+    except LayoutError as exc:  # the window's data, not the options: exit 1
+        raise WindowError(f"{STORE_PREFIX}{spec}: {exc}") from None
 
 
 def _time(text: str, spec: str) -> pd.Timestamp | None:

@@ -101,7 +101,7 @@ def test_frame_in_reference_layout_matches_the_published_behaviour(store: TraceS
 def test_layout_files_load(tmp_path: Path) -> None:
     assert LAYOUT["low_value_claims"] == "classify_claim_value.outputs.is_low_value_claim"
     path = tmp_path / "layout.yaml"
-    path.write_text("input: p.inputs.x\noutput: p.outputs.y\n")  # no 'columns:' level
+    path.write_text("columns:\n  input: p.inputs.x\n  output: p.outputs.y\n")
     assert load_layout(path) == {"input": "p.inputs.x", "output": "p.outputs.y"}
     path.write_text("columns: [a, b]\n")
     with pytest.raises(ValueError, match="maps column names"):
