@@ -6,18 +6,25 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
 import causal
 from causal.frames import read_window
+from engine.lineage import Lineage
+from engine.record import Record
 from engine.spec import load_pipelines
+from engine.tensors import Tensor
 from tests.test_causal_cli import BASE, DATA, REFERENCE, ROOT, run
+from tests.test_tracing_store_edges import store_of
+from tracing.events import PortEvent
 from tracing.layout import LayoutError, load_layout
 
 NORMAL = str(DATA / "normal_0.csv")
 SPEC = REFERENCE / "insurance_claims.yaml"
 LAYOUT = ROOT / "causal" / "layouts" / "insurance_claims.yaml"
+T0 = pd.Timestamp("2026-11-28 06:00", tz="UTC").value
 
 
 def one_line(capsys: pytest.CaptureFixture[str], says: str, code: int,
@@ -60,12 +67,14 @@ def test_a_layout_file_that_is_no_layout_is_one_line_exit_2(
     one_line(capsys, f"{layout}: ", 2, argv)
 
 
-def test_text_in_a_layout_column_of_a_store_window_is_a_window_error(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from tracing.store import TraceStore
-
-    frame = pd.DataFrame({"p.inputs.x": ["YES", "NO"]}, index=["r1", "r2"])
-    monkeypatch.setattr(TraceStore, "frame", lambda self, *a, **k: frame)
+def test_text_in_a_layout_column_of_a_store_window_is_a_window_error(tmp_path: Path) -> None:
+    """A store whose pipeline ``p`` got BYTES input ``x`` ("YES"/"NO") for two requests."""
+    events = []
+    for i, text in enumerate(["YES", "NO"]):
+        x = (Tensor("x", "BYTES", np.array([text], dtype=object)),)
+        lineage = Lineage(f"r{i}", f"{i + 1:032x}", "b" * 16, "p", "inputs")
+        events.append(PortEvent(T0 + i * 10**9, "p", "inputs", Record(lineage, x)))
+    store_of(tmp_path, events)
     with pytest.raises(causal.WindowError, match=r"^store:.*: layout column 'x' .* holds text"):
         read_window(f"store:{tmp_path}", ["p"], {"x": "p.inputs.x"})
 
