@@ -131,7 +131,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--layout", metavar="FILE",
                    help="column layout of the data (e.g. causal/layouts/insurance_claims.yaml)")
     p.add_argument("--request", metavar="ID",
-                   help="explain this one incident request (row id; for CSV the row number)")
+                   help="explain this one incident request (its request id; for CSV its row "
+                        "number from 0, counted over the window's files in name order)")
     p.add_argument("--format", choices=("text", "json"), default="text",
                    help="a table, or the ranking as JSON")
     p.add_argument("--top", type=at_least_one, default=10, metavar="N",
