@@ -136,6 +136,14 @@ def at_least_one(text: str) -> int:
     return value
 
 
+def request_id(text: str) -> str:
+    """A request id, as an argparse type (``traces --request``, ``report --request``): an
+    empty one would be taken for no ``--request`` at all."""
+    if not text:
+        raise argparse.ArgumentTypeError("a request id cannot be empty")
+    return text
+
+
 def _tracing(args: argparse.Namespace, process: bool | None) -> Tracing | None | int:
     """The tracing the ``--trace-*`` options and the environment ask for (None: none), or
     exit code 2 after a one-line error (a malformed setting, a tracing process that failed

@@ -7,8 +7,10 @@ import sys
 from typing import Any
 
 import pandas as pd
+import pyarrow as pa
 
-from tracing.files import NODES, TENSORS
+from engine.cli import request_id
+from tracing.files import not_a_store
 from tracing.store import TraceStore
 
 
@@ -21,7 +23,8 @@ def print_summary(store: TraceStore) -> None:
     if not summaries:
         print(f"{store.root}: no committed batches")
     for s in summaries:
-        print(f"pipeline {s.pipeline}: {s.requests} requests, {_when(s.first)} .. {_when(s.last)}, "
+        print(f"pipeline {s.pipeline}: {s.requests} request{'' if s.requests == 1 else 's'}, "
+              f"{_when(s.first)} .. {_when(s.last)}, "
               f"{s.batches} batch{'' if s.batches == 1 else 'es'}")
         for step, counts in s.status.items():
             statuses = ", ".join(f"{k} {v}" for k, v in sorted(counts.items()))
@@ -57,22 +60,24 @@ def cmd_traces(args: argparse.Namespace) -> int:
     except FileNotFoundError as exc:
         print(f"flowcause traces: {exc}", file=sys.stderr)
         return 2
-    root = store.root
-    if (not (root / NODES).is_dir() and not (root / TENSORS).is_dir()
-            and any(not e.name.startswith(".") for e in root.iterdir())):
-        # an empty directory (or one with a writer's hidden probe file) is a store nothing
-        # was flushed to yet; this one holds something else
-        print(f"flowcause traces: {root} is not a trace store (it has no {NODES}/ or "
-              f"{TENSORS}/ directory)", file=sys.stderr)
+    problem = not_a_store(store.root)
+    if problem:
+        print(f"flowcause traces: {problem}", file=sys.stderr)
         return 2
-    if args.request:
-        return print_request(store, args.request)
-    print_summary(store)
+    try:
+        if args.request is not None:
+            return print_request(store, args.request)
+        print_summary(store)
+    except pa.ArrowException as exc:  # a batch file that is no Parquet (truncated, overwritten):
+        # the message names it; an unreadable one is an OSError, which flowcause reports too
+        print(f"flowcause traces: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 
 def register(subparsers: Any) -> None:
     p = subparsers.add_parser("traces", help="summarise a trace store (or show one request)")
     p.add_argument("path", metavar="PATH", help="trace store directory")
-    p.add_argument("--request", metavar="ID", help="show every recorded node of this request")
+    p.add_argument("--request", metavar="ID", type=request_id,
+                   help="show every recorded node of this request")
     p.set_defaults(func=cmd_traces)

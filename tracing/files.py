@@ -193,6 +193,16 @@ def pipelines(root: Path) -> list[str]:
                   for p in (root / NODES).glob("pipeline=*"))
 
 
+def not_a_store(root: Path) -> str | None:
+    """Why the directory ``root`` is no trace store: it holds something, but no ``nodes/`` or
+    ``tensors/`` directory. An empty directory (or one with a writer's hidden probe file) is a
+    store nothing was flushed to yet: None."""
+    if ((root / NODES).is_dir() or (root / TENSORS).is_dir()
+            or all(e.name.startswith(".") for e in root.iterdir())):
+        return None
+    return f"{root} is not a trace store (it has no {NODES}/ or {TENSORS}/ directory)"
+
+
 def committed(root: Path, pipeline_names: Iterable[str] | None = None,
               first: date | None = None, last: date | None = None) -> list[tuple[Path, Path]]:
     """(nodes file, tensors file) of every committed batch, optionally by pipeline and day."""
