@@ -13,6 +13,7 @@ from dashboard.data import Comparison, choose_target, from_csv, from_store, too_
 from dashboard.runs import scenario_run
 from dashboard.settings import Settings
 from dashboard.windows import parse_window
+from engine.cli import request_id
 from engine.spec import Pipeline, SpecError, load_pipelines
 from engine.validate import first_problem, validate
 from tracing.layout import load_layout
@@ -101,6 +102,11 @@ def cmd_report(args: argparse.Namespace) -> int:
         # causal graph it refuses (a cycle the spec checks missed): the message says why
         print(f"flowcause report: {exc}", file=sys.stderr)
         return 1
+    if args.request is not None and data.store is not None and not report.lineage:
+        # as flowcause traces --request: the store has no such request (exit 1, as a window
+        # that cannot be ranked: the data, not the options, decide it)
+        print(f"flowcause report: no records for request {args.request!r} in the store", file=sys.stderr)
+        return 1
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(render(report, fmt), encoding="utf-8")
@@ -153,7 +159,8 @@ def register(subparsers: Any) -> None:
     p.add_argument("--incident", metavar="WINDOW|CSV", help="the suspect requests")
     p.add_argument("--layout", metavar="LAYOUT.yaml", help="column layout of the CSV files")
     p.add_argument("--method", default="flowcause", help="ranking method (one of causal.METHODS)")
-    p.add_argument("--request", metavar="ID", help="request whose lineage the report shows")
+    p.add_argument("--request", metavar="ID", type=request_id,
+                   help="request whose lineage the report shows (one the store holds)")
     p.add_argument("--out", required=True, metavar="FILE",
                    help="report file; its suffix (.html, .md, .json) sets the format")
     p.add_argument("--format", choices=["html", "json", "md"],

@@ -24,6 +24,7 @@ from dashboard.windows import Window
 from engine.refs import parse_ref
 from engine.spec import Pipeline
 from engine.validate import step_cycle
+from tracing.files import not_a_store
 from tracing.store import TraceStore
 
 # the fewest requests of a window the ranking handles (causal.frames.MIN_ROWS, not imported
@@ -134,6 +135,9 @@ def from_store(store: TraceStore, pipelines: Sequence[Pipeline], reference: Wind
     (before reading) when one of those may loop."""
     held = set(store.pipelines())
     traced = [p for p in pipelines if p.name in held]
+    if not held:
+        raise ValueError(not_a_store(store.root) or
+                         f"the store at {store.root} holds no pipelines (no committed batches)")
     if not traced:
         raise ValueError(f"the store at {store.root} holds none of the pipelines "
                          f"{', '.join(p.name for p in pipelines)} (it holds {', '.join(sorted(held))})")

@@ -1,8 +1,10 @@
-"""Edges of the commands that read a store: a corrupt batch file, an empty request id.
-Each is one line and an exit code, never a traceback."""
+"""Edges of the commands that read a store (``traces``, ``report``): a corrupt batch file,
+an empty request id, a request the store lacks, a directory that is no store. Each is one
+line and an exit code, never a traceback."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -18,6 +20,11 @@ IDS = [f"r{i}" for i in range(6)]
 def store(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """A store of pipeline ``p`` holding :data:`IDS`, and its spec file."""
     return small_store(tmp_path_factory.mktemp("store"), IDS)
+
+
+def report(store: Path, spec: Path, out: Path, *options: str) -> int:
+    return main(["report", "--store", str(store), "--pipeline", str(spec), "--reference", "first:3",
+                 "--incident", "last:3", "--out", str(out), *options])
 
 
 # ------------------------------------------------------------------------------------ traces
@@ -47,12 +54,45 @@ def test_traces_counts_one_request_in_the_singular(tmp_path: Path,
 
 def test_an_empty_request_id_is_refused(store: tuple[Path, Path], tmp_path: Path,
                                         capsys: pytest.CaptureFixture[str]) -> None:
-    """``--request ""`` showed the summary."""
-    for argv in (["traces", str(store[0]), "--request", ""],):
+    """``--request ""`` showed the summary (traces) or the default lineage (report)."""
+    for argv in (["traces", str(store[0]), "--request", ""],
+                 ["report", "--store", str(store[0]), "--pipeline", str(store[1]), "--request", "",
+                  "--out", str(tmp_path / "r.md")]):
         with pytest.raises(SystemExit) as exit_:
             main(argv)
         assert exit_.value.code == 2
         out, err = capsys.readouterr()
         assert out == "" and "argument --request: a request id cannot be empty" in err
+
+
+# ------------------------------------------------------------------------------------ report
+
+def test_report_says_a_directory_holds_no_pipelines_or_is_no_store(
+        store: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """It said "holds none of the pipelines p (it holds )"."""
+    empty, other = tmp_path / "empty", tmp_path / "other"
+    empty.mkdir()
+    other.mkdir()
+    (other / "notes.txt").write_text("not a store")
+    assert report(empty, store[1], tmp_path / "r.md") == 2
+    assert capsys.readouterr().err == (
+        f"flowcause report: the store at {empty} holds no pipelines (no committed batches)\n")
+    assert report(other, store[1], tmp_path / "r.md") == 2
+    assert capsys.readouterr().err == (
+        f"flowcause report: {other} is not a trace store (it has no nodes/ or tensors/ directory)\n")
+
+
+def test_report_refuses_a_request_the_store_does_not_hold(
+        store: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """It wrote the report with "Not available." for the lineage, exit 0. A request outside
+    both windows is still one the store holds."""
+    out = tmp_path / "r.json"
+    assert report(*store, out, "--request", "nope") == 1
+    assert capsys.readouterr().err == "flowcause report: no records for request 'nope' in the store\n"
+    assert not out.exists()
+    assert report(store[0], store[1], out, "--request", "r0",
+                  "--reference", "requests:1..3", "--incident", "requests:3..6") == 0
+    lineage = json.loads(out.read_text())["lineage"]
+    assert lineage["request_id"] == "r0" and lineage["nodes"]
 
 
