@@ -8,6 +8,7 @@ import contextlib
 import importlib
 import json
 import os
+import select
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -323,10 +324,33 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     return parser
 
 
+def _stdout_unread() -> bool:
+    """Whether standard output is a pipe nothing reads any more (``flowcause traces S | head``
+    after ``head`` exited): polling a pipe's write end reports an error then. A
+    BrokenPipeError from anything else (a socket, the tracing process's pipe) is a failure."""
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):  # no file behind it (a test's capture)
+        return False
+    poller = select.poll()
+    poller.register(fd, select.POLLOUT)
+    return any(events & select.POLLERR for _, events in poller.poll(0))
+
+
 def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser(argv).parse_args(argv)
-        return int(args.func(args))
+        code = int(args.func(args))
+        sys.stdout.flush()  # a reader gone shows here, not at the interpreter's exit
+        return code
+    except BrokenPipeError as exc:
+        if not _stdout_unread():
+            print(f"flowcause: {exc}", file=sys.stderr)
+            return 2
+        # quietly, as a command killed by SIGPIPE; stdout goes to devnull so that the flush at
+        # exit does not fail again (the advice of the Python docs, module signal)
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141  # the shell's code for SIGPIPE
     except (SpecError, PipelineInvalid, RequestError, StepNotFound, OSError,
             json.JSONDecodeError) as exc:
         print(f"flowcause: {exc}", file=sys.stderr)

@@ -1,10 +1,13 @@
 """Edges of the commands that read a store (``traces``, ``report``): a corrupt batch file,
-an empty request id, a request the store lacks, a directory that is no store. Each is one
-line and an exit code, never a traceback."""
+an empty request id, a request the store lacks, a directory that is no store, and a reader of
+stdout that has gone. Each is one line and an exit code, never a traceback."""
 
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -63,6 +66,31 @@ def test_an_empty_request_id_is_refused(store: tuple[Path, Path], tmp_path: Path
         assert exit_.value.code == 2
         out, err = capsys.readouterr()
         assert out == "" and "argument --request: a request id cannot be empty" in err
+
+
+# ------------------------------------------------------------------------------ closed stdout
+
+def test_a_reader_of_stdout_that_has_gone_ends_it_quietly(store: tuple[Path, Path]) -> None:
+    """``flowcause traces S | head``: once ``head`` exits, no error line (it said "[Errno 32]
+    Broken pipe", or Python's "Exception ignored" at exit) and the shell's code for SIGPIPE."""
+    proc = subprocess.Popen([sys.executable, "-m", "engine.cli", "traces", str(store[0])],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT,
+                            env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert proc.stdout is not None
+    proc.stdout.close()  # before the command writes: nothing will read what it prints
+    _, err = proc.communicate(timeout=120)
+    assert (proc.returncode, err) == (141, b"")
+
+
+def test_a_broken_pipe_that_is_not_stdout_is_still_an_error(
+        store: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    def broken(*_: object) -> None:
+        raise BrokenPipeError(32, "Broken pipe")
+
+    monkeypatch.setattr("tracing.cli.print_summary", broken)
+    assert main(["traces", str(store[0])]) == 2
+    assert capsys.readouterr().err == "flowcause: [Errno 32] Broken pipe\n"
 
 
 # ------------------------------------------------------------------------------------ report
