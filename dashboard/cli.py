@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import socket
 import sys
 from pathlib import Path
 from typing import Any
@@ -124,10 +125,37 @@ def dashboard_command(args: argparse.Namespace) -> list[str]:
             "--client.toolbarMode", "minimal"]
 
 
+def tcp_port(text: str) -> int:
+    """A port to serve on, 1 to 65535, as an argparse type. Not 0: Streamlit would take a
+    free port, but the address printed would say :0."""
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if not 1 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"a port is 1 to 65535, got {port}")
+    return port
+
+
+def bind_problem(host: str, port: int) -> str | None:
+    """Why Streamlit cannot serve on ``host:port`` (an address this machine does not have, a
+    port in use), found by binding as Streamlit binds (SO_REUSEADDR; IPv6 for an address with
+    a colon) and letting go; None if it can. A port taken between this and Streamlit's bind is
+    still reported, by Streamlit."""
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as exc:  # socket.gaierror too: a host name that does not resolve
+            return f"cannot serve on {host}:{port}: {exc.strerror or exc}"
+    return None
+
+
 def cmd_dashboard(args: argparse.Namespace) -> int:
     """Becomes the Streamlit server (``exec``): signals sent to this process reach it, and
-    no server outlives a stopped ``flowcause dashboard``. The spec files are loaded first: one
-    that cannot be is reported here (exit 2) rather than on every page."""
+    no server outlives a stopped ``flowcause dashboard``. The spec files are loaded, and the
+    address bound once, first: a problem with either is reported here (exit 2) rather than
+    on every page or in a Streamlit traceback."""
     try:
         _load(args.pipeline)
     except SpecError as exc:
@@ -135,6 +163,10 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
         return 2
     except InvalidPipeline as exc:
         print(f"flowcause dashboard: {exc}", file=sys.stderr)
+        return 2
+    problem = bind_problem(args.host, args.port)
+    if problem:
+        print(f"flowcause dashboard: {problem}", file=sys.stderr)
         return 2
     settings = Settings(str(Path(args.store).resolve()), tuple(str(Path(p).resolve()) for p in args.pipeline))
     print(f"flowcause dashboard on http://{args.host}:{args.port}/ (Ctrl-C stops it)", flush=True)
@@ -172,5 +204,5 @@ def register(subparsers: Any) -> None:
     p.add_argument("--pipeline", action="append", default=[], metavar="P.yaml",
                    help="pipeline spec file(s), for the DAG and root-cause pages (repeatable)")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
-    p.add_argument("--port", type=int, default=8501, help="port to serve on")
+    p.add_argument("--port", type=tcp_port, default=8501, help="port to serve on (1 to 65535)")
     p.set_defaults(func=cmd_dashboard)

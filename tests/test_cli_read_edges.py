@@ -1,11 +1,13 @@
-"""Edges of the commands that read a store (``traces``, ``report``): a corrupt batch file,
-an empty request id, a request the store lacks, a directory that is no store, and a reader of
-stdout that has gone. Each is one line and an exit code, never a traceback."""
+"""Edges of the commands that read a store or serve it (``traces``, ``report``, ``dashboard``):
+a corrupt batch file, an empty request id, a request the store lacks, a directory that is
+no store, a port or address that cannot be served on, and a reader of stdout that has gone.
+Each is one line and an exit code, never a traceback."""
 
 from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -124,3 +126,45 @@ def test_report_refuses_a_request_the_store_does_not_hold(
     assert lineage["request_id"] == "r0" and lineage["nodes"]
 
 
+# --------------------------------------------------------------------------------- dashboard
+
+@pytest.fixture
+def no_exec(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The dashboard must stop before it becomes Streamlit (which would replace pytest)."""
+    def execve(*_: object) -> None:
+        raise AssertionError("flowcause dashboard handed over to Streamlit")
+
+    monkeypatch.setattr("dashboard.cli.os.execve", execve)
+
+
+@pytest.mark.usefixtures("no_exec")
+@pytest.mark.parametrize(("port", "message"), [
+    ("99999", "a port is 1 to 65535, got 99999"),  # was Streamlit's OverflowError traceback
+    ("0", "a port is 1 to 65535, got 0"),  # was served on a free port, announced as :0
+    ("-1", "a port is 1 to 65535, got -1"),
+    ("http", "expected a whole number, got 'http'"),
+])
+def test_dashboard_refuses_a_port_that_is_none(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                               port: str, message: str) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main(["dashboard", "--store", str(tmp_path), f"--port={port}"])
+    assert exit_.value.code == 2
+    assert f"argument --port: {message}" in capsys.readouterr().err
+
+
+@pytest.mark.usefixtures("no_exec")
+def test_dashboard_refuses_an_address_it_cannot_bind(tmp_path: Path,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    """Streamlit said so in a traceback (an address this machine lacks) or in a log line with
+    exit 1 (a port in use). 192.0.2.1 is a documentation address (RFC 5737): no machine has it;
+    binding sends nothing."""
+    assert main(["dashboard", "--store", str(tmp_path), "--host", "192.0.2.1"]) == 2
+    assert capsys.readouterr().err == (
+        "flowcause dashboard: cannot serve on 192.0.2.1:8501: Cannot assign requested address\n")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert main(["dashboard", "--store", str(tmp_path), "--port", str(port)]) == 2
+    assert capsys.readouterr().err == (
+        f"flowcause dashboard: cannot serve on 127.0.0.1:{port}: Address already in use\n")
