@@ -116,12 +116,12 @@ class Engine:
         self.topics = self.compiled.topics
         self.registry = steps if isinstance(steps, StepRegistry) else StepRegistry(steps)
         self.models = dict(models or {})
-        steps = {n.name for n in self.compiled.nodes if n.kind == "step"}
-        unknown = sorted(set(self.models) - steps)
+        step_names = {n.name for n in self.compiled.nodes if n.kind == "step"}
+        unknown = sorted(set(self.models) - step_names)
         if unknown:
             raise StepNotFound(f"models given for {', '.join(map(repr, unknown))}, which "
                                f"{'is no step' if len(unknown) == 1 else 'are no steps'} of the "
-                               f"pipelines (steps: {', '.join(sorted(steps))})")
+                               f"pipelines (steps: {', '.join(sorted(step_names))})")
         self.transport: Transport = transport or EmbeddedBus()
         self.observers = list(observers)
         self.results = results  # False for a worker process that serves no waiting clients
