@@ -62,3 +62,12 @@ def test_a_malformed_tracing_setting_stops_run_with_one_line(tmp_path: Path) -> 
     assert done.stdout == ""
     assert done.stderr.strip() == ("flowcause: FLOWCAUSE_TRACE_MAX_VALUES='many' is not a valid "
                                    "integer >= 0")
+
+
+def test_every_tracing_variable_asks_for_tracing() -> None:
+    """The command line skips importing tracing when no variable of tracing.config is set: it
+    tells them by prefix, which must cover every one."""
+    from engine.cli import TRACING_VARIABLES
+    from tracing.config import ENV
+
+    assert all(variable.startswith(TRACING_VARIABLES) for variable, _, _ in ENV.values())
